@@ -1,0 +1,15 @@
+//! Building blocks for *Coroutine Patterns with May*.
+//!
+//! Each chapter of the book builds a small, reusable piece here the first time
+//! it is needed, and later chapters call it instead of writing it again:
+//!
+//! - [`runtime`]: configure may once, before anything starts it (the primer).
+//! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
+//!   (the primer's echo server, and every server after it).
+//!
+//! May's `go!` macro hides an `unsafe` spawn: a coroutine must not touch
+//! thread-local storage that may change under it, and must not overflow its
+//! stack. The primer chapter explains both rules; this library obeys them.
+
+pub mod runtime;
+pub mod shutdown;
