@@ -1,0 +1,76 @@
+//! Turns every Rust block of the book into a test.
+//!
+//! The chapters are expanded exactly as the reader will see them, by mdBook's
+//! own link preprocessor (`{{#include}}`, `{{#rustdoc_include}}`), written to
+//! `OUT_DIR/book/`, and handed to skeptic, which generates one test per Rust
+//! block: compiled and run, or only compiled for `no_run`.
+//!
+//! skeptic does not know `compile_fail` and would try to build such a block,
+//! so those blocks are hidden from it here; `tests/book/compile_fail.rs`
+//! checks that each one fails with the error code it names.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use mdbook_driver::book::BookItem;
+use mdbook_driver::builtin_renderers::MarkdownRenderer;
+use mdbook_driver::MDBook;
+
+fn main() {
+    for watched in ["book", "listings", "book.toml"] {
+        println!("cargo:rerun-if-changed={watched}");
+    }
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap()).join("book");
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::create_dir_all(&out_dir).unwrap();
+
+    let book = MDBook::load(&root).unwrap_or_else(|e| panic!("cannot load the book: {e:#}"));
+    let (expanded, _) = book
+        .preprocess_book(&MarkdownRenderer::new())
+        .unwrap_or_else(|e| panic!("cannot expand the book: {e:#}"));
+
+    let mut chapters = Vec::new();
+    for item in expanded.iter() {
+        let BookItem::Chapter(chapter) = item else { continue };
+        let Some(path) = &chapter.path else { continue }; // a draft: no page yet
+        let file = out_dir.join(test_file_name(path));
+        fs::write(&file, hide_compile_fail_blocks(&chapter.content)).unwrap();
+        chapters.push(file);
+    }
+    skeptic::generate_doc_tests(&chapters);
+}
+
+/// `may_primer/index.md` -> `may_primer_index.md`: skeptic names each test
+/// after its file, so the chapter's folder stays in the test name.
+fn test_file_name(chapter: &Path) -> String {
+    chapter
+        .with_extension("")
+        .to_string_lossy()
+        .replace(['/', '\\', '-'], "_")
+        + ".md"
+}
+
+/// Drop the `rust` tag from fences marked `compile_fail`, so skeptic skips them.
+fn hide_compile_fail_blocks(markdown: &str) -> String {
+    markdown
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let is_fence = trimmed.starts_with("```") || trimmed.starts_with("~~~");
+            if is_fence && trimmed.contains("compile_fail") {
+                let indent = &line[..line.len() - trimmed.len()];
+                let fence: String = trimmed.chars().take_while(|c| *c == '`' || *c == '~').collect();
+                let info: Vec<&str> = trimmed[fence.len()..]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|tag| *tag != "rust")
+                    .collect();
+                format!("{indent}{fence}{}\n", info.join(","))
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
+}
