@@ -33,7 +33,9 @@ fn main() {
 
     let mut chapters = Vec::new();
     for item in expanded.iter() {
-        let BookItem::Chapter(chapter) = item else { continue };
+        let BookItem::Chapter(chapter) = item else {
+            continue;
+        };
         let Some(path) = &chapter.path else { continue }; // a draft: no page yet
         let file = out_dir.join(test_file_name(path));
         fs::write(&file, hide_compile_fail_blocks(&chapter.content)).unwrap();
@@ -61,7 +63,10 @@ fn hide_compile_fail_blocks(markdown: &str) -> String {
             let is_fence = trimmed.starts_with("```") || trimmed.starts_with("~~~");
             if is_fence && trimmed.contains("compile_fail") {
                 let indent = &line[..line.len() - trimmed.len()];
-                let fence: String = trimmed.chars().take_while(|c| *c == '`' || *c == '~').collect();
+                let fence: String = trimmed
+                    .chars()
+                    .take_while(|c| *c == '`' || *c == '~')
+                    .collect();
                 let info: Vec<&str> = trimmed[fence.len()..]
                     .split(',')
                     .map(str::trim)

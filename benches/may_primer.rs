@@ -51,7 +51,8 @@ fn round_trip(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let (ping_tx, ping_rx) = std::sync::mpsc::channel::<u64>();
             let (pong_tx, pong_rx) = std::sync::mpsc::channel::<u64>();
-            let echo = std::thread::spawn(move || ping_rx.iter().for_each(|n| pong_tx.send(n).unwrap()));
+            let echo =
+                std::thread::spawn(move || ping_rx.iter().for_each(|n| pong_tx.send(n).unwrap()));
             let start = Instant::now();
             for n in 0..iters {
                 ping_tx.send(n).unwrap();

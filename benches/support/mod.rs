@@ -28,8 +28,13 @@ fn target_dir() -> PathBuf {
 
 /// Median time per iteration in nanoseconds, from criterion's estimates.json.
 fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let path = target_dir().join("criterion").join(group).join(id).join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let path = target_dir()
+        .join("criterion")
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
 
@@ -53,13 +58,21 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{cpus} CPUs ({cpu}), {} {}", std::env::consts::OS, std::env::consts::ARCH)
+    format!(
+        "{cpus} CPUs ({cpu}), {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the days since 1970 (H. Hinnant's
 /// civil-from-days algorithm).
 fn today() -> String {
-    let days = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 / 86_400;
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 86_400;
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -82,14 +95,30 @@ pub fn write_table(chapter: &str, subject: &str, baseline: &str, rows: &[Row]) {
         today()
     );
     for row in rows {
-        let (Some(ours), Some(theirs)) = (median_ns(row.group, row.subject), median_ns(row.group, row.baseline))
-        else {
-            eprintln!("no criterion result for `{}`; benchmarks.md left unchanged", row.group);
+        let (Some(ours), Some(theirs)) = (
+            median_ns(row.group, row.subject),
+            median_ns(row.group, row.baseline),
+        ) else {
+            eprintln!(
+                "no criterion result for `{}`; benchmarks.md left unchanged",
+                row.group
+            );
             return;
         };
-        writeln!(table, "| {} | {} | {} | {:.1}x |", row.what, human(ours), human(theirs), theirs / ours).unwrap();
+        writeln!(
+            table,
+            "| {} | {} | {} | {:.1}x |",
+            row.what,
+            human(ours),
+            human(theirs),
+            theirs / ours
+        )
+        .unwrap();
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("book").join(chapter).join("benchmarks.md");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("book")
+        .join(chapter)
+        .join("benchmarks.md");
     std::fs::write(&path, table).unwrap();
     println!("wrote {}", path.display());
 }

@@ -12,7 +12,11 @@ use super::fences::Block;
 
 /// `target/<profile>/deps`, where this test binary and the rlibs live.
 fn deps_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The newest `lib<name>-*.rlib`: the one this `cargo test` run just built
@@ -49,7 +53,9 @@ fn unhide(body: &str) -> String {
 pub fn check(block: &Block) -> Result<(), String> {
     let codes = block.error_codes();
     if codes.is_empty() {
-        return Err("a compile_fail block must name its error code, e.g. ```rust,compile_fail,E0373".into());
+        return Err(
+            "a compile_fail block must name its error code, e.g. ```rust,compile_fail,E0373".into(),
+        );
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let file = dir.path().join("snippet.rs");
@@ -59,20 +65,36 @@ pub fn check(block: &Block) -> Result<(), String> {
     let mut rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
     rustc
         .arg(&file)
-        .args(["--edition=2021", "--crate-type=bin", "--emit=metadata", "-o"])
+        .args([
+            "--edition=2021",
+            "--crate-type=bin",
+            "--emit=metadata",
+            "-o",
+        ])
         .arg(dir.path().join("snippet.rmeta"))
         .arg("-L")
         .arg(format!("dependency={}", deps.display()));
     for krate in ["may", "may_patterns"] {
-        let rlib = newest_rlib(&deps, krate).ok_or(format!("no lib{krate} rlib in {}", deps.display()))?;
-        rustc.arg("--extern").arg(format!("{krate}={}", rlib.display()));
+        let rlib =
+            newest_rlib(&deps, krate).ok_or(format!("no lib{krate} rlib in {}", deps.display()))?;
+        rustc
+            .arg("--extern")
+            .arg(format!("{krate}={}", rlib.display()));
     }
-    let output = rustc.output().map_err(|e| format!("cannot run rustc: {e}"))?;
+    let output = rustc
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.success() {
-        return Err(format!("the block compiles, but is marked compile_fail,{}", codes.join(",")));
+        return Err(format!(
+            "the block compiles, but is marked compile_fail,{}",
+            codes.join(",")
+        ));
     }
-    let missing: Vec<_> = codes.iter().filter(|c| !stderr.contains(&format!("error[{c}]"))).collect();
+    let missing: Vec<_> = codes
+        .iter()
+        .filter(|c| !stderr.contains(&format!("error[{c}]")))
+        .collect();
     if !missing.is_empty() {
         return Err(format!(
             "the block fails to compile, but not with {missing:?}; rustc said:\n{stderr}"

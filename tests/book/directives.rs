@@ -64,7 +64,11 @@ pub fn leftovers(expanded: &str, escaped: &[String]) -> Vec<(usize, String)> {
     expanded
         .lines()
         .enumerate()
-        .flat_map(|(i, line)| pattern.find_iter(line).map(move |m| (i + 1, m.as_str().to_owned())))
+        .flat_map(|(i, line)| {
+            pattern
+                .find_iter(line)
+                .map(move |m| (i + 1, m.as_str().to_owned()))
+        })
         .filter(|(_, text)| !escaped.contains(text))
         .collect()
 }
@@ -72,14 +76,22 @@ pub fn leftovers(expanded: &str, escaped: &[String]) -> Vec<(usize, String)> {
 /// Whether the directive names a known kind, an existing file and, if it
 /// names an anchor, an anchor that exists there and encloses some code.
 pub fn check(d: &Directive) -> Result<(), String> {
-    if !matches!(d.kind.as_str(), "include" | "rustdoc_include" | "playground") {
+    if !matches!(
+        d.kind.as_str(),
+        "include" | "rustdoc_include" | "playground"
+    ) {
         return Err(format!("unknown directive {{{{#{}}}}}", d.kind));
     }
-    let source = fs::read_to_string(&d.target)
-        .map_err(|e| format!("missing include file {}: {e}", super::chapters::relative(&d.target)))?;
+    let source = fs::read_to_string(&d.target).map_err(|e| {
+        format!(
+            "missing include file {}: {e}",
+            super::chapters::relative(&d.target)
+        )
+    })?;
     match &d.selector {
         Some(sel) if !sel.starts_with(|c: char| c.is_ascii_digit() || c == ':') => {
-            check_anchor(&source, sel).map_err(|e| format!("{}: {e}", super::chapters::relative(&d.target)))
+            check_anchor(&source, sel)
+                .map_err(|e| format!("{}: {e}", super::chapters::relative(&d.target)))
         }
         Some(range) => check_line_range(&source, range)
             .map_err(|e| format!("{}: {e}", super::chapters::relative(&d.target))),
@@ -100,7 +112,9 @@ pub fn check_anchor(source: &str, name: &str) -> Result<(), String> {
                     (false, None) => start = Some(i),
                     (false, Some(_)) => return Err(format!("anchor `{name}` starts twice")),
                     (true, None) => return Err(format!("anchor `{name}` ends before it starts")),
-                    (true, Some(_)) if content == 0 => return Err(format!("anchor `{name}` is empty")),
+                    (true, Some(_)) if content == 0 => {
+                        return Err(format!("anchor `{name}` is empty"))
+                    }
                     (true, Some(_)) => return Ok(()),
                 }
             }
@@ -119,7 +133,9 @@ fn check_line_range(source: &str, range: &str) -> Result<(), String> {
     let lines = source.lines().count();
     let numbers: Vec<usize> = range.split(':').filter_map(|n| n.parse().ok()).collect();
     match numbers.iter().max() {
-        Some(&n) if n > lines => Err(format!("line range {range} is past the end ({lines} lines)")),
+        Some(&n) if n > lines => Err(format!(
+            "line range {range} is past the end ({lines} lines)"
+        )),
         _ => Ok(()),
     }
 }
@@ -133,9 +149,14 @@ mod tests {
         let src = "a\n// ANCHOR: run\nfn run() {}\n// ANCHOR_END: run\n// ANCHOR: empty\n\n// ANCHOR_END: empty\n";
         assert_eq!(check_anchor(src, "run"), Ok(()));
         assert_eq!(check_anchor(src, "walk"), Err("no anchor `walk`".into()));
-        assert_eq!(check_anchor(src, "empty"), Err("anchor `empty` is empty".into()));
+        assert_eq!(
+            check_anchor(src, "empty"),
+            Err("anchor `empty` is empty".into())
+        );
         let unclosed = "// ANCHOR: run\nfn run() {}\n";
-        assert!(check_anchor(unclosed, "run").unwrap_err().contains("no ANCHOR_END"));
+        assert!(check_anchor(unclosed, "run")
+            .unwrap_err()
+            .contains("no ANCHOR_END"));
         // `run` must not match `run_fast`.
         let other = "// ANCHOR: run_fast\nx\n// ANCHOR_END: run_fast\n";
         assert_eq!(check_anchor(other, "run"), Err("no anchor `run`".into()));
@@ -146,7 +167,10 @@ mod tests {
         let text = "intro\n```rust\n{{#rustdoc_include ../../listings/x/a.rs:main}}\n```\n\\{{#include not_me.rs}}\n{{#include b.out}}\n";
         let found = parse(Path::new("x/index.md"), text);
         assert_eq!(found.len(), 2);
-        assert_eq!((found[0].line, found[0].kind.as_str()), (3, "rustdoc_include"));
+        assert_eq!(
+            (found[0].line, found[0].kind.as_str()),
+            (3, "rustdoc_include")
+        );
         assert_eq!(found[0].selector.as_deref(), Some("main"));
         assert!(found[0].target.ends_with("book/x/../../listings/x/a.rs"));
         assert_eq!((found[1].line, found[1].selector.as_deref()), (6, None));

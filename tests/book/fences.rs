@@ -11,7 +11,9 @@ pub struct Block {
 
 impl Block {
     pub fn tags(&self) -> impl Iterator<Item = &str> {
-        self.info.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty())
+        self.info
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
     }
 
     pub fn is_compile_fail(&self) -> bool {
@@ -21,7 +23,9 @@ impl Block {
     /// The error codes a `compile_fail` block names, such as `E0373`.
     pub fn error_codes(&self) -> Vec<&str> {
         self.tags()
-            .filter(|t| t.len() == 5 && t.starts_with('E') && t[1..].chars().all(|c| c.is_ascii_digit()))
+            .filter(|t| {
+                t.len() == 5 && t.starts_with('E') && t[1..].chars().all(|c| c.is_ascii_digit())
+            })
             .collect()
     }
 }
@@ -36,11 +40,19 @@ pub fn blocks(markdown: &str) -> Vec<Block> {
             .chars()
             .take_while(|&c| c == '`' || c == '~')
             .collect();
-        let is_fence = fence.len() >= 3 && fence.chars().all(|c| c == fence.chars().next().unwrap());
+        let is_fence =
+            fence.len() >= 3 && fence.chars().all(|c| c == fence.chars().next().unwrap());
         match open.take() {
             None if is_fence => {
                 let info = trimmed[fence.len()..].trim().to_owned();
-                open = Some((fence, Block { line: i + 1, info, body: String::new() }));
+                open = Some((
+                    fence,
+                    Block {
+                        line: i + 1,
+                        info,
+                        body: String::new(),
+                    },
+                ));
             }
             None => {}
             Some((opening, block))

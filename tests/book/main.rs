@@ -126,7 +126,10 @@ fn compile_fail_blocks_fail_with_the_error_code_they_name() {
         }
     }
     assert_no_problems("compile_fail blocks", problems);
-    assert!(checked > 0, "no compile_fail block was found: is the scanner broken?");
+    assert!(
+        checked > 0,
+        "no compile_fail block was found: is the scanner broken?"
+    );
     println!("checked {checked} compile_fail blocks");
 }
 
@@ -144,7 +147,10 @@ fn the_whole_book_builds_with_search() {
     let out = tempfile::tempdir().unwrap();
     chapters::build_html(out.path());
     for page in ["index.html", "may_primer/index.html"] {
-        assert!(out.path().join(page).exists(), "the built book has no {page}");
+        assert!(
+            out.path().join(page).exists(),
+            "the built book has no {page}"
+        );
     }
     let has_search_index = std::fs::read_dir(out.path())
         .unwrap()

@@ -72,9 +72,17 @@ pub fn normalise(text: &str) -> String {
     ];
     let mut text = text.to_owned();
     for (pattern, replacement) in rules {
-        text = Regex::new(pattern).unwrap().replace_all(&text, replacement).into_owned();
+        text = Regex::new(pattern)
+            .unwrap()
+            .replace_all(&text, replacement)
+            .into_owned();
     }
-    text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_owned()
+    text.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_owned()
 }
 
 fn examples_dir() -> PathBuf {
@@ -86,7 +94,9 @@ fn examples_dir() -> PathBuf {
 /// Build the examples (cargo test builds them only in test mode) and run each.
 pub fn check_all(expected: &[Expected]) -> Vec<String> {
     let mut build = Command::new(env!("CARGO"));
-    build.current_dir(super::chapters::root()).args(["build", "--quiet"]);
+    build
+        .current_dir(super::chapters::root())
+        .args(["build", "--quiet"]);
     for e in expected {
         build.args(["--example", &e.example]);
     }
@@ -172,7 +182,10 @@ mod tests {
 
     #[test]
     fn the_command_line_is_parsed() {
-        assert_eq!(parse_command("$ cargo run --example a"), Some(("a".into(), vec![])));
+        assert_eq!(
+            parse_command("$ cargo run --example a"),
+            Some(("a".into(), vec![]))
+        );
         assert_eq!(
             parse_command("$ cargo run --example a -- --items 5"),
             Some(("a".into(), vec!["--items".into(), "5".into()]))

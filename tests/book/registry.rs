@@ -23,13 +23,20 @@ pub fn examples() -> HashMap<String, (String, bool)> {
 /// A listing must be an example named after its file, with `test = true`, so
 /// `cargo test` runs its tests and `cargo run --example <file stem>` runs it.
 pub fn check(examples: &HashMap<String, (String, bool)>, listing: &str) -> Result<(), String> {
-    let stem = std::path::Path::new(listing).file_stem().unwrap().to_string_lossy();
+    let stem = std::path::Path::new(listing)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy();
     match examples.get(listing) {
-        None => Err(format!("{listing} is not an [[example]] in Cargo.toml, so nothing compiles it")),
-        Some((name, _)) if *name != stem => {
-            Err(format!("{listing} is the example `{name}`; name it `{stem}` as the chapter says"))
-        }
-        Some((_, false)) => Err(format!("{listing}: set `test = true` so cargo test runs its tests")),
+        None => Err(format!(
+            "{listing} is not an [[example]] in Cargo.toml, so nothing compiles it"
+        )),
+        Some((name, _)) if *name != stem => Err(format!(
+            "{listing} is the example `{name}`; name it `{stem}` as the chapter says"
+        )),
+        Some((_, false)) => Err(format!(
+            "{listing}: set `test = true` so cargo test runs its tests"
+        )),
         Some(_) => Ok(()),
     }
 }
