@@ -84,14 +84,10 @@ fn main() {
             Row {
                 what: "spawn + join one task",
                 group: "spawn_join",
-                subject: "may",
-                baseline: "std_thread",
             },
             Row {
                 what: "round trip over two channels",
                 group: "round_trip",
-                subject: "may",
-                baseline: "std_thread",
             },
         ],
     );

@@ -12,12 +12,11 @@ pub fn configure_may() {
     may::config().set_worker_pin(false);
 }
 
-/// One row of a chapter's table: a criterion group measured two ways.
+/// One row of a chapter's table: a criterion group whose functions are named
+/// after the table's two columns (`subject` and `baseline` of `write_table`).
 pub struct Row {
     pub what: &'static str,
     pub group: &'static str,
-    pub subject: &'static str,
-    pub baseline: &'static str,
 }
 
 fn target_dir() -> PathBuf {
@@ -96,8 +95,8 @@ pub fn write_table(chapter: &str, subject: &str, baseline: &str, rows: &[Row]) {
     );
     for row in rows {
         let (Some(ours), Some(theirs)) = (
-            median_ns(row.group, row.subject),
-            median_ns(row.group, row.baseline),
+            median_ns(row.group, subject),
+            median_ns(row.group, baseline),
         ) else {
             eprintln!(
                 "no criterion result for `{}`; benchmarks.md left unchanged",

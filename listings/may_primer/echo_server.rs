@@ -14,9 +14,8 @@
 //! `nc 127.0.0.1 7000` in another terminal. Ctrl-C stops it cleanly and prints
 //! a summary (`--json` for a machine-readable one).
 //!
-//! **Performance.** One coroutine per connection costs about 8 KiB of resident
-//! memory while it waits; see the primer's Performance section for measured
-//! spawn and channel costs.
+//! **Performance.** One coroutine per connection; the primer's Performance
+//! section measures what spawning one and passing it messages cost.
 //!
 //! **Customization.** `--max-connections` bounds concurrent clients (extra ones
 //! are closed at once and counted), `--idle-timeout-ms` disconnects silent or

@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 use may::coroutine::{self, Builder};
 use may::go;
 
-// ANCHOR: configure
 fn main() {
     // Configure may before anything starts it (step 6 shows why).
     may::config().set_workers(2);
-    // ANCHOR_END: configure
 
     // ANCHOR: spawn
     // `go!` starts a coroutine and returns a JoinHandle, like thread::spawn.
