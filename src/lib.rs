@@ -3,6 +3,8 @@
 //! Each chapter of the book builds a small, reusable piece here the first time
 //! it is needed, and later chapters call it instead of writing it again:
 //!
+//! - [`bounded`]: the bounded channel may lacks, so producers feel
+//!   backpressure (the producer-consumer chapter).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
 //! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
 //!   (the primer's echo server, and every server after it).
@@ -11,5 +13,6 @@
 //! thread-local storage that may change under it, and must not overflow its
 //! stack. The primer chapter explains both rules; this library obeys them.
 
+pub mod bounded;
 pub mod runtime;
 pub mod shutdown;

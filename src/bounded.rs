@@ -1,0 +1,362 @@
+//! A bounded channel for may: when the buffer is full, `send` parks the
+//! calling coroutine (or thread) until the receiver takes an item.
+//!
+//! May has an unbounded `mpsc` channel but no `sync_channel`, no `try_send`
+//! and no `Full` error. Without a bound, a producer that is faster than its
+//! consumer grows the queue until memory runs out. This channel is may's
+//! `mpsc` plus a [`Semphore`] that holds one permit per free slot:
+//!
+//! - `send` takes a permit (parking while there is none), then sends;
+//! - `recv` receives, then gives the permit back;
+//! - dropping the [`Receiver`] marks the channel closed and posts one permit:
+//!   a blocked sender wakes, sees the channel closed, passes the permit on to
+//!   the next blocked sender, and returns its item in the error. So no sender
+//!   stays parked after the receiver is gone;
+//! - dropping every [`Sender`] ends the receiver once the buffer is drained,
+//!   exactly as with `mpsc`.
+//!
+//! Both halves work from coroutines and from OS threads: may's semaphore and
+//! channel park whichever kind of task calls them.
+//!
+//! ```
+//! use may_patterns::bounded::{self, TrySendError};
+//!
+//! let (tx, rx) = bounded::channel(2);
+//! tx.send(1).unwrap();
+//! tx.send(2).unwrap();
+//! // Full: the item comes back instead of being queued or dropped.
+//! assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+//! assert_eq!(rx.recv(), Ok(1));
+//! tx.try_send(3).unwrap(); // a slot is free again
+//! drop(tx);
+//! assert_eq!(rx.iter().collect::<Vec<_>>(), vec![2, 3]);
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use may::sync::{mpsc, Semphore};
+
+pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError};
+
+/// State both halves share.
+struct Shared {
+    /// One permit per free slot in the buffer.
+    free_slots: Semphore,
+    capacity: usize,
+    /// Set when the receiver is dropped.
+    closed: AtomicBool,
+    /// Items sent and not yet received. Counted separately from the permits
+    /// so the depth a program reports is the real one, not the semaphore's
+    /// own bookkeeping.
+    queued: AtomicUsize,
+    /// The highest `queued` ever seen.
+    high_water: AtomicUsize,
+}
+
+impl Shared {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Hand a slot back: to the next sender, or to the pool.
+    fn release_slot(&self) {
+        self.free_slots.post();
+    }
+}
+
+/// Create a channel that holds at most `capacity` items.
+///
+/// # Panics
+///
+/// If `capacity` is 0: a zero-capacity (rendezvous) channel needs the
+/// receiver to be waiting at the moment of the send, which a permit count
+/// cannot express.
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    assert!(
+        capacity > 0,
+        "a bounded channel needs a capacity of at least 1"
+    );
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        free_slots: Semphore::new(capacity),
+        capacity,
+        closed: AtomicBool::new(false),
+        queued: AtomicUsize::new(0),
+        high_water: AtomicUsize::new(0),
+    });
+    (
+        Sender {
+            tx,
+            shared: Arc::clone(&shared),
+        },
+        Receiver { rx, shared },
+    )
+}
+
+/// The sending half. Clone it for more producers.
+pub struct Sender<T> {
+    tx: mpsc::Sender<T>,
+    shared: Arc<Shared>,
+}
+
+/// The receiving half. There is one; share work among consumers by handing
+/// items on, or by putting the receiver behind a `may::sync::Mutex`.
+pub struct Receiver<T> {
+    rx: mpsc::Receiver<T>,
+    shared: Arc<Shared>,
+}
+
+/// Why [`Sender::try_send`] did not send. The item comes back either way.
+#[derive(PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The buffer is full right now.
+    Full(T),
+    /// The receiver is gone; nothing will ever be received.
+    Disconnected(T),
+}
+
+/// Why [`Sender::send_timeout`] did not send. The item comes back either way.
+#[derive(PartialEq, Eq)]
+pub enum SendTimeoutError<T> {
+    /// The buffer stayed full for the whole timeout.
+    Timeout(T),
+    /// The receiver is gone; nothing will ever be received.
+    Disconnected(T),
+}
+
+impl<T> Sender<T> {
+    /// Send `item`, parking the caller while the buffer is full.
+    ///
+    /// Fails, handing `item` back, if the receiver has been dropped (also
+    /// when it is dropped while this call is parked).
+    pub fn send(&self, item: T) -> Result<(), SendError<T>> {
+        self.shared.free_slots.wait();
+        self.push(item)
+    }
+
+    /// Send `item` only if there is room now; never parks.
+    ///
+    /// This is the load-shedding send: on `Full` the caller decides what to
+    /// do with the item (drop it and count it, answer "busy", try later).
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        if !self.shared.free_slots.try_wait() {
+            return Err(if self.shared.is_closed() {
+                TrySendError::Disconnected(item)
+            } else {
+                TrySendError::Full(item)
+            });
+        }
+        self.push(item)
+            .map_err(|SendError(item)| TrySendError::Disconnected(item))
+    }
+
+    /// Send `item`, parking at most `timeout` for room.
+    pub fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        if !self.shared.free_slots.wait_timeout(timeout) {
+            return Err(if self.shared.is_closed() {
+                SendTimeoutError::Disconnected(item)
+            } else {
+                SendTimeoutError::Timeout(item)
+            });
+        }
+        self.push(item)
+            .map_err(|SendError(item)| SendTimeoutError::Disconnected(item))
+    }
+
+    /// Put `item` in the buffer; the caller holds a free-slot permit.
+    fn push(&self, item: T) -> Result<(), SendError<T>> {
+        let shared = &*self.shared;
+        if shared.is_closed() {
+            // Pass the permit on, so the next parked sender wakes and fails too.
+            shared.release_slot();
+            return Err(SendError(item));
+        }
+        let depth = shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.high_water.fetch_max(depth, Ordering::SeqCst);
+        self.tx.send(item).map_err(|err| {
+            // The receiver went away between the check and the send.
+            shared.queued.fetch_sub(1, Ordering::SeqCst);
+            shared.release_slot();
+            err
+        })
+    }
+
+    /// The most items the buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Items sent and not yet received, right now.
+    pub fn len(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
+    }
+
+    /// Whether the buffer is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the receiver has been dropped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Wait for the next item. Fails once every sender is dropped and the
+    /// buffer is empty.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        let item = self.rx.recv()?;
+        Ok(self.taken(item))
+    }
+
+    /// Take the next item if one is waiting; never parks.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        let item = self.rx.try_recv()?;
+        Ok(self.taken(item))
+    }
+
+    /// Wait at most `timeout` for the next item.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let item = self.rx.recv_timeout(timeout)?;
+        Ok(self.taken(item))
+    }
+
+    /// An item left the buffer: free its slot for the next sender.
+    fn taken(&self, item: T) -> T {
+        self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+        self.shared.release_slot();
+        item
+    }
+
+    /// Iterate until every sender is dropped and the buffer is drained.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { rx: self }
+    }
+
+    /// The most items the buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Items sent and not yet received, right now.
+    pub fn len(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
+    }
+
+    /// Whether the buffer is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The deepest the buffer has been since the channel was created; never
+    /// more than [`capacity`](Self::capacity).
+    pub fn high_water(&self) -> usize {
+        self.shared.high_water.load(Ordering::SeqCst)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // Close first, then wake one parked sender: it sees `closed`, passes
+        // the permit on and fails, and so does every sender after it.
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.release_slot();
+    }
+}
+
+/// Blocking iterator over received items; see [`Receiver::iter`].
+pub struct Iter<'a, T> {
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+/// Owning iterator over received items.
+pub struct IntoIter<T> {
+    rx: Receiver<T>,
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<T> IntoIterator for Receiver<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { rx: self }
+    }
+}
+
+// Like std's channel errors, these print without requiring `T: Debug`.
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("sending on a full channel"),
+            TrySendError::Disconnected(_) => f.write_str("sending on a closed channel"),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+impl<T> fmt::Debug for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendTimeoutError::Disconnected(_) => f.write_str("Disconnected(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout(_) => f.write_str("timed out waiting on a full channel"),
+            SendTimeoutError::Disconnected(_) => f.write_str("sending on a closed channel"),
+        }
+    }
+}
+
+impl<T> std::error::Error for SendTimeoutError<T> {}
+
+#[cfg(test)]
+mod tests;

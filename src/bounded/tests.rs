@@ -1,0 +1,291 @@
+//! The bounded channel's properties, checked under random schedules.
+//!
+//! Each property test runs many cases, each with its capacity, number and
+//! kind of senders (coroutine or OS thread), item counts and pauses drawn
+//! from a seeded generator. A failure names its seed; rerun that one case
+//! with `BOUNDED_SEED=<seed> cargo test --lib bounded`.
+
+use super::*;
+use crate::runtime::configure_for_tests;
+use may::go;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+/// How long any test waits for something that should happen at once, before
+/// calling it stuck. Generous: CI machines are busy.
+const STUCK: Duration = Duration::from_secs(10);
+
+fn seeds(cases: u64) -> Vec<u64> {
+    match std::env::var("BOUNDED_SEED") {
+        Ok(seed) => vec![seed.parse().expect("BOUNDED_SEED must be a number")],
+        Err(_) => (1..=cases).collect(),
+    }
+}
+
+/// Run `body` as a coroutine or on an OS thread; either way the returned
+/// receiver yields its result, so the caller can wait with a bound.
+fn spawn_task<R: Send + 'static>(
+    on_thread: bool,
+    body: impl FnOnce() -> R + Send + 'static,
+) -> mpsc::Receiver<R> {
+    let (done_tx, done_rx) = mpsc::channel();
+    let run = move || {
+        let _ = done_tx.send(body());
+    };
+    if on_thread {
+        std::thread::spawn(run);
+    } else {
+        go!(may::coroutine::Builder::new().stack_size(0x8000), run).unwrap();
+    }
+    done_rx
+}
+
+fn wait_for<R>(task: &mpsc::Receiver<R>, what: &str) -> R {
+    match task.recv_timeout(STUCK) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => panic!("{what} did not finish within {STUCK:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what} panicked (message above)"),
+    }
+}
+
+/// A short random pause that reshuffles the schedule: nothing, a yield, or
+/// (on an OS thread) a sleep of up to 200 µs.
+///
+/// Coroutines only yield here. With may 0.3.51, sub-millisecond
+/// `coroutine::sleep` calls mixed with coroutines parked on a semaphore or
+/// channel aborted debug-build test runs with heap corruption; the
+/// producer-consumer chapter shows the measurement and why.
+fn jitter(rng: &mut fastrand::Rng) {
+    match rng.u8(0..4) {
+        0 => may::coroutine::yield_now(),
+        1 if !may::coroutine::is_coroutine() => {
+            std::thread::sleep(Duration::from_micros(rng.u64(0..200)))
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn try_send_fills_exactly_to_capacity_then_reports_full() {
+    configure_for_tests();
+    for capacity in [1, 2, 7] {
+        let (tx, rx) = channel(capacity);
+        for i in 0..capacity {
+            tx.try_send(i).unwrap();
+        }
+        assert_eq!(tx.try_send(99), Err(TrySendError::Full(99)));
+        assert_eq!(rx.len(), capacity);
+        assert_eq!(rx.recv(), Ok(0));
+        tx.try_send(99).unwrap();
+        assert_eq!(tx.try_send(100), Err(TrySendError::Full(100)));
+        assert_eq!(rx.high_water(), capacity);
+    }
+}
+
+#[test]
+fn send_timeout_times_out_on_a_full_channel_and_gives_the_item_back() {
+    configure_for_tests();
+    let (tx, _rx) = channel(1);
+    tx.send("first").unwrap();
+    let started = Instant::now();
+    let result = tx.send_timeout("second", Duration::from_millis(30));
+    assert_eq!(result, Err(SendTimeoutError::Timeout("second")));
+    assert!(started.elapsed() >= Duration::from_millis(30));
+}
+
+#[test]
+fn a_parked_sender_resumes_when_a_slot_frees() {
+    configure_for_tests();
+    let (tx, rx) = channel(1);
+    tx.send(1).unwrap();
+    let sender = spawn_task(false, move || tx.send(2));
+    // The sender is parked: nothing arrives while the buffer stays full.
+    assert!(sender.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(rx.recv(), Ok(1));
+    assert_eq!(wait_for(&sender, "the parked sender"), Ok(()));
+    assert_eq!(rx.recv(), Ok(2));
+}
+
+#[test]
+fn the_receiver_ends_when_every_sender_is_dropped() {
+    configure_for_tests();
+    let (tx, rx) = channel(4);
+    let tx2 = tx.clone();
+    tx.send(1).unwrap();
+    tx2.send(2).unwrap();
+    drop((tx, tx2));
+    assert_eq!(rx.recv(), Ok(1));
+    assert_eq!(rx.recv(), Ok(2));
+    assert_eq!(rx.recv(), Err(RecvError));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(1)),
+        Err(RecvTimeoutError::Disconnected)
+    );
+}
+
+#[test]
+fn sending_after_the_receiver_is_dropped_fails_with_the_item() {
+    configure_for_tests();
+    let (tx, rx) = channel(2);
+    drop(rx);
+    assert!(tx.is_closed());
+    assert_eq!(tx.send(1), Err(SendError(1)));
+    assert_eq!(tx.try_send(2), Err(TrySendError::Disconnected(2)));
+    assert_eq!(
+        tx.send_timeout(3, Duration::from_millis(1)),
+        Err(SendTimeoutError::Disconnected(3))
+    );
+}
+
+#[test]
+#[should_panic(expected = "capacity of at least 1")]
+fn a_zero_capacity_is_refused() {
+    let _ = channel::<()>(0);
+}
+
+/// One random case: senders (coroutines and threads) push numbered items
+/// through a small buffer to one consumer that pauses at random.
+///
+/// Checked from outside the channel: between two receives, the sends that
+/// have *returned* never exceed the items received plus the capacity (every
+/// returned send holds a slot until its item is received). Also: every item
+/// arrives exactly once, each sender's items arrive in the order sent, and the
+/// channel's own high-water mark stays within the capacity.
+fn capacity_and_exactly_once_case(seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let capacity = rng.usize(1..=8);
+    let senders = rng.usize(1..=8);
+    let receiver_on_thread = rng.bool();
+    let (tx, rx) = channel::<(usize, usize)>(capacity);
+    let sends_returned = Arc::new(AtomicUsize::new(0));
+
+    let mut per_sender = Vec::new();
+    let mut tasks = Vec::new();
+    for id in 0..senders {
+        let items = rng.usize(0..=60);
+        per_sender.push(items);
+        let (tx, sends_returned) = (tx.clone(), Arc::clone(&sends_returned));
+        let mut rng = fastrand::Rng::with_seed(rng.u64(..));
+        tasks.push(spawn_task(rng.bool(), move || {
+            for seq in 0..items {
+                tx.send((id, seq)).unwrap();
+                sends_returned.fetch_add(1, Ordering::SeqCst);
+                jitter(&mut rng);
+            }
+        }));
+    }
+    drop(tx);
+
+    let mut consumer_rng = fastrand::Rng::with_seed(rng.u64(..));
+    let consumer = spawn_task(receiver_on_thread, move || {
+        let mut next_seq = vec![0; senders];
+        let mut received = 0;
+        loop {
+            let returned = sends_returned.load(Ordering::SeqCst);
+            assert!(
+                returned <= received + capacity,
+                "seed {seed}: {returned} sends returned but only {received} received, capacity {capacity}"
+            );
+            let Ok((id, seq)) = rx.recv() else { break };
+            assert_eq!(seq, next_seq[id], "seed {seed}: sender {id} out of order");
+            next_seq[id] += 1;
+            received += 1;
+            jitter(&mut consumer_rng);
+        }
+        assert!(rx.high_water() <= capacity, "seed {seed}: high water");
+        next_seq
+    });
+
+    for task in &tasks {
+        wait_for(task, "a sender");
+    }
+    let received = wait_for(&consumer, "the consumer");
+    assert_eq!(
+        received, per_sender,
+        "seed {seed}: items lost or duplicated"
+    );
+}
+
+#[test]
+fn property_capacity_is_never_exceeded_and_every_item_arrives_exactly_once() {
+    configure_for_tests();
+    for seed in seeds(150) {
+        capacity_and_exactly_once_case(seed);
+    }
+}
+
+/// An item that counts its own drop, to prove none vanishes unaccounted.
+struct Counted(Arc<AtomicU64>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// One random case: many senders push into a tiny buffer; the receiver takes
+/// a few items and is dropped while senders are parked. Every sender must
+/// return, and every item is accounted for: received, handed back in a send
+/// error, or dropped with the buffer.
+fn no_sender_stays_blocked_case(seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let capacity = rng.usize(1..=4);
+    let senders = rng.usize(1..=10);
+    let items_each = rng.usize(1..=30);
+    let to_receive = rng.usize(0..=senders * items_each);
+    let (tx, rx) = channel::<Counted>(capacity);
+    let dropped = Arc::new(AtomicU64::new(0));
+
+    let tasks: Vec<_> = (0..senders)
+        .map(|_| {
+            let (tx, dropped) = (tx.clone(), Arc::clone(&dropped));
+            spawn_task(rng.bool(), move || {
+                let mut refused = 0;
+                for _ in 0..items_each {
+                    if let Err(SendError(item)) = tx.send(Counted(Arc::clone(&dropped))) {
+                        // The item came back: keep it out of the drop count.
+                        std::mem::forget(item);
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    drop(tx);
+
+    let receiver = spawn_task(rng.bool(), move || {
+        let mut received = 0;
+        while received < to_receive {
+            match rx.recv() {
+                Ok(item) => {
+                    std::mem::forget(item);
+                    received += 1;
+                }
+                Err(RecvError) => break,
+            }
+        }
+        received // rx is dropped here, with whatever is still buffered
+    });
+
+    let received = wait_for(&receiver, "the receiver");
+    let refused: usize = tasks
+        .iter()
+        .map(|task| wait_for(task, "a sender after the receiver was dropped"))
+        .sum();
+    let dropped_in_buffer = dropped.load(Ordering::SeqCst) as usize;
+    assert!(dropped_in_buffer <= capacity, "seed {seed}");
+    assert_eq!(
+        received + refused + dropped_in_buffer,
+        senders * items_each,
+        "seed {seed}: received {received}, refused {refused}, dropped {dropped_in_buffer}"
+    );
+}
+
+#[test]
+fn property_no_sender_stays_blocked_after_the_receiver_is_dropped() {
+    configure_for_tests();
+    for seed in seeds(150) {
+        no_sender_stays_blocked_case(seed);
+    }
+}
