@@ -176,11 +176,10 @@ impl<T> Sender<T> {
         }
         let depth = shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
         shared.high_water.fetch_max(depth, Ordering::SeqCst);
-        self.tx.send(item).map_err(|err| {
+        self.tx.send(item).inspect_err(|_| {
             // The receiver went away between the check and the send.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
             shared.release_slot();
-            err
         })
     }
 
