@@ -1,22 +1,23 @@
 //! A bounded channel for may: when the buffer is full, `send` parks the
 //! calling coroutine (or thread) until the receiver takes an item.
 //!
-//! May has an unbounded `mpsc` channel but no `sync_channel`, no `try_send`
-//! and no `Full` error. Without a bound, a producer that is faster than its
-//! consumer grows the queue until memory runs out. This channel is may's
-//! `mpsc` plus a [`Semphore`] that holds one permit per free slot:
+//! May has unbounded channels but no `sync_channel`, no `try_send` and no
+//! `Full` error. Without a bound, a producer that is faster than its consumer
+//! grows the queue until memory runs out. This channel is may's `mpmc`
+//! channel plus a [`Semphore`] that holds one permit per free slot:
 //!
 //! - `send` takes a permit (parking while there is none), then sends;
 //! - `recv` receives, then gives the permit back;
-//! - dropping the [`Receiver`] marks the channel closed and posts one permit:
+//! - dropping the last [`Receiver`] marks the channel closed and posts one permit:
 //!   a blocked sender wakes, sees the channel closed, passes the permit on to
 //!   the next blocked sender, and returns its item in the error. So no sender
 //!   stays parked after the receiver is gone;
 //! - dropping every [`Sender`] ends the receiver once the buffer is drained,
 //!   exactly as with `mpsc`.
 //!
-//! Both halves work from coroutines and from OS threads: may's semaphore and
-//! channel park whichever kind of task calls them.
+//! Both halves can be cloned (many producers, many consumers), and both work
+//! from coroutines and from OS threads: may's semaphore and channel park
+//! whichever kind of task calls them.
 //!
 //! ```
 //! use may_patterns::bounded::{self, TrySendError};
@@ -37,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use may::sync::{mpsc, Semphore};
+use may::sync::{mpmc, Semphore};
 
 pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError};
 
@@ -46,7 +47,9 @@ struct Shared {
     /// One permit per free slot in the buffer.
     free_slots: Semphore,
     capacity: usize,
-    /// Set when the receiver is dropped.
+    /// Live `Receiver` clones; the channel closes when the last one drops.
+    receivers: AtomicUsize,
+    /// Set when the last receiver is dropped.
     closed: AtomicBool,
     /// Items sent and not yet received. Counted separately from the permits
     /// so the depth a program reports is the real one, not the semaphore's
@@ -79,10 +82,11 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         capacity > 0,
         "a bounded channel needs a capacity of at least 1"
     );
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpmc::channel();
     let shared = Arc::new(Shared {
         free_slots: Semphore::new(capacity),
         capacity,
+        receivers: AtomicUsize::new(1),
         closed: AtomicBool::new(false),
         queued: AtomicUsize::new(0),
         high_water: AtomicUsize::new(0),
@@ -98,14 +102,14 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 /// The sending half. Clone it for more producers.
 pub struct Sender<T> {
-    tx: mpsc::Sender<T>,
+    tx: mpmc::Sender<T>,
     shared: Arc<Shared>,
 }
 
-/// The receiving half. There is one; share work among consumers by handing
-/// items on, or by putting the receiver behind a `may::sync::Mutex`.
+/// The receiving half. Clone it for more consumers: each item goes to exactly
+/// one of them.
 pub struct Receiver<T> {
-    rx: mpsc::Receiver<T>,
+    rx: mpmc::Receiver<T>,
     shared: Arc<Shared>,
 }
 
@@ -114,7 +118,7 @@ pub struct Receiver<T> {
 pub enum TrySendError<T> {
     /// The buffer is full right now.
     Full(T),
-    /// The receiver is gone; nothing will ever be received.
+    /// Every receiver is gone; nothing will ever be received.
     Disconnected(T),
 }
 
@@ -123,15 +127,15 @@ pub enum TrySendError<T> {
 pub enum SendTimeoutError<T> {
     /// The buffer stayed full for the whole timeout.
     Timeout(T),
-    /// The receiver is gone; nothing will ever be received.
+    /// Every receiver is gone; nothing will ever be received.
     Disconnected(T),
 }
 
 impl<T> Sender<T> {
     /// Send `item`, parking the caller while the buffer is full.
     ///
-    /// Fails, handing `item` back, if the receiver has been dropped (also
-    /// when it is dropped while this call is parked).
+    /// Fails, handing `item` back, if every receiver has been dropped (also
+    /// when the last one is dropped while this call is parked).
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
         self.shared.free_slots.wait();
         self.push(item)
@@ -177,7 +181,7 @@ impl<T> Sender<T> {
         let depth = shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
         shared.high_water.fetch_max(depth, Ordering::SeqCst);
         self.tx.send(item).inspect_err(|_| {
-            // The receiver went away between the check and the send.
+            // The last receiver went away between the check and the send.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
             shared.release_slot();
         })
@@ -198,7 +202,7 @@ impl<T> Sender<T> {
         self.len() == 0
     }
 
-    /// Whether the receiver has been dropped.
+    /// Whether every receiver has been dropped.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
@@ -267,8 +271,21 @@ impl<T> Receiver<T> {
     }
 }
 
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        self.shared.receivers.fetch_add(1, Ordering::SeqCst);
+        Receiver {
+            rx: self.rx.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
+        if self.shared.receivers.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return; // other consumers are still receiving
+        }
         // Close first, then wake one parked sender: it sees `closed`, passes
         // the permit on and fails, and so does every sender after it.
         self.shared.closed.store(true, Ordering::SeqCst);

@@ -8,6 +8,7 @@
 use super::*;
 use crate::runtime::configure_for_tests;
 use may::go;
+use may::sync::mpsc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
@@ -138,32 +139,49 @@ fn sending_after_the_receiver_is_dropped_fails_with_the_item() {
 }
 
 #[test]
+fn the_channel_stays_open_until_the_last_receiver_is_dropped() {
+    configure_for_tests();
+    let (tx, rx) = channel(2);
+    let rx2 = rx.clone();
+    drop(rx);
+    assert!(!tx.is_closed());
+    tx.send(1).unwrap();
+    assert_eq!(rx2.recv(), Ok(1));
+    drop(rx2);
+    assert!(tx.is_closed());
+    assert_eq!(tx.send(2), Err(SendError(2)));
+}
+
+#[test]
 #[should_panic(expected = "capacity of at least 1")]
 fn a_zero_capacity_is_refused() {
     let _ = channel::<()>(0);
 }
 
 /// One random case: senders (coroutines and threads) push numbered items
-/// through a small buffer to one consumer that pauses at random.
+/// through a small buffer to one or more consumers that pause at random.
 ///
 /// Checked from outside the channel: between two receives, the sends that
 /// have *returned* never exceed the items received plus the capacity (every
-/// returned send holds a slot until its item is received). Also: every item
-/// arrives exactly once, each sender's items arrive in the order sent, and the
-/// channel's own high-water mark stays within the capacity.
+/// returned send holds a slot until its item is received; with several
+/// consumers, each of the others may hold one item it has taken but not yet
+/// counted). Also: every item arrives exactly once; with one consumer, each
+/// sender's items arrive in the order sent; the channel's own high-water mark
+/// stays within the capacity.
 fn capacity_and_exactly_once_case(seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let capacity = rng.usize(1..=8);
     let senders = rng.usize(1..=8);
-    let receiver_on_thread = rng.bool();
+    let consumers = rng.usize(1..=3);
     let (tx, rx) = channel::<(usize, usize)>(capacity);
     let sends_returned = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(AtomicUsize::new(0));
 
-    let mut per_sender = Vec::new();
+    let mut expected = Vec::new();
     let mut tasks = Vec::new();
     for id in 0..senders {
         let items = rng.usize(0..=60);
-        per_sender.push(items);
+        expected.extend((0..items).map(|seq| (id, seq)));
         let (tx, sends_returned) = (tx.clone(), Arc::clone(&sends_returned));
         let mut rng = fastrand::Rng::with_seed(rng.u64(..));
         tasks.push(spawn_task(rng.bool(), move || {
@@ -176,34 +194,49 @@ fn capacity_and_exactly_once_case(seed: u64) {
     }
     drop(tx);
 
-    let mut consumer_rng = fastrand::Rng::with_seed(rng.u64(..));
-    let consumer = spawn_task(receiver_on_thread, move || {
-        let mut next_seq = vec![0; senders];
-        let mut received = 0;
-        loop {
-            let returned = sends_returned.load(Ordering::SeqCst);
-            assert!(
-                returned <= received + capacity,
-                "seed {seed}: {returned} sends returned but only {received} received, capacity {capacity}"
-            );
-            let Ok((id, seq)) = rx.recv() else { break };
-            assert_eq!(seq, next_seq[id], "seed {seed}: sender {id} out of order");
-            next_seq[id] += 1;
-            received += 1;
-            jitter(&mut consumer_rng);
-        }
-        assert!(rx.high_water() <= capacity, "seed {seed}: high water");
-        next_seq
-    });
-
+    let slack = capacity + consumers - 1;
+    let consumer_tasks: Vec<_> = (0..consumers)
+        .map(|_| {
+            let (rx, sends_returned, received) =
+                (rx.clone(), Arc::clone(&sends_returned), Arc::clone(&received));
+            let mut rng = fastrand::Rng::with_seed(rng.u64(..));
+            spawn_task(rng.bool(), move || {
+                let mut got = Vec::new();
+                loop {
+                    let returned = sends_returned.load(Ordering::SeqCst);
+                    let counted = received.load(Ordering::SeqCst);
+                    assert!(
+                        returned <= counted + slack,
+                        "seed {seed}: {returned} sends returned, {counted} received, capacity {capacity}, {consumers} consumers"
+                    );
+                    let Ok(item) = rx.recv() else { break };
+                    received.fetch_add(1, Ordering::SeqCst);
+                    got.push(item);
+                    jitter(&mut rng);
+                }
+                got
+            })
+        })
+        .collect();
     for task in &tasks {
         wait_for(task, "a sender");
     }
-    let received = wait_for(&consumer, "the consumer");
-    assert_eq!(
-        received, per_sender,
-        "seed {seed}: items lost or duplicated"
-    );
+    let per_consumer: Vec<_> = consumer_tasks
+        .iter()
+        .map(|task| wait_for(task, "a consumer"))
+        .collect();
+    assert!(rx.high_water() <= capacity, "seed {seed}: high water");
+    if consumers == 1 {
+        let mut in_order = expected.clone();
+        in_order.sort_by_key(|&(id, seq)| (id, seq));
+        let mut got = per_consumer[0].clone();
+        got.sort_by_key(|&(id, _)| id); // stable: keeps each sender's order
+        assert_eq!(got, in_order, "seed {seed}: a sender's items out of order");
+    }
+    let mut all: Vec<_> = per_consumer.into_iter().flatten().collect();
+    all.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(all, expected, "seed {seed}: items lost or duplicated");
 }
 
 #[test]
