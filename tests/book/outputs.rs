@@ -67,6 +67,8 @@ pub fn normalise(text: &str) -> String {
     let rules = [
         (r"\b\d+(\.\d+)?(ns|µs|us|ms|s)\b", "<duration>"),
         (r"\b\d+(\.\d+)?%", "<percent>"),
+        // A measured count or rate is printed with a leading tilde: ~48213.
+        (r"~\d+(\.\d+)?", "~<n>"),
         (r"(127\.0\.0\.1|localhost|\[::1\]):\d+", "$1:<port>"),
         (r"ThreadId\(\d+\)", "ThreadId(<id>)"),
     ];
@@ -178,6 +180,8 @@ mod tests {
         assert_eq!(normalise("1.2s and 35µs"), normalise("9s and 4ns"));
         assert_ne!(normalise("sum = 4950"), normalise("sum = 4951"));
         assert_ne!(normalise("10000 coroutines"), normalise("1000 coroutines"));
+        assert_eq!(normalise("~48213 queued"), normalise("~7.5 queued"));
+        assert_ne!(normalise("~48213 queued"), normalise("48213 queued"));
     }
 
     #[test]
