@@ -5,6 +5,8 @@
 //!
 //! - [`bounded`]: the bounded channel may lacks, so producers feel
 //!   backpressure (the producer-consumer chapter).
+//! - [`pace`]: simulated per-item waits without sub-millisecond coroutine
+//!   sleeps (which may 0.3.51 gets wrong).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
 //! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
 //!   (the primer's echo server, and every server after it).
@@ -14,5 +16,6 @@
 //! stack. The primer chapter explains both rules; this library obeys them.
 
 pub mod bounded;
+pub mod pace;
 pub mod runtime;
 pub mod shutdown;
