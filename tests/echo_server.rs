@@ -3,46 +3,15 @@
 //! check its summary. `.ci/run` installs `nc`; without it this test fails.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-fn example_binary(name: &str) -> PathBuf {
-    // cargo test builds examples only in test mode; build the real program.
-    let status = Command::new(env!("CARGO"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "--example", name])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the {name} example failed");
-    // This test binary is target/<profile>/deps/echo_server-<hash>.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
-}
-
-/// Wait for `child` to exit, killing it after `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process {} did not exit within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod support;
+use support::{build_examples, wait_bounded};
 
 #[test]
 fn netcat_gets_its_lines_back_and_ctrl_c_stops_the_server_cleanly() {
-    let mut server = Command::new(example_binary("echo_server"))
+    let mut server = Command::new(build_examples(["echo_server"]).join("echo_server"))
         .args(["--addr", "127.0.0.1:0", "--idle-timeout-ms", "10000"])
         .stdout(Stdio::piped())
         .spawn()

@@ -11,6 +11,8 @@ mod directives;
 mod fences;
 mod outputs;
 mod registry;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -87,29 +87,15 @@ pub fn normalise(text: &str) -> String {
         .to_owned()
 }
 
-fn examples_dir() -> PathBuf {
-    // This binary is target/<profile>/deps/book-<hash>.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples")
-}
-
 /// Build the examples (cargo test builds them only in test mode) and run each.
 pub fn check_all(expected: &[Expected]) -> Vec<String> {
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .current_dir(super::chapters::root())
-        .args(["build", "--quiet"]);
-    for e in expected {
-        build.args(["--example", &e.example]);
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "building the examples failed");
+    let examples_dir = super::support::build_examples(expected.iter().map(|e| e.example.as_str()));
 
     let bless = std::env::var_os("BLESS").is_some();
     let mut problems = Vec::new();
     for e in expected {
         let name = super::chapters::relative(&e.file);
-        match run(&examples_dir().join(&e.example), &e.args) {
+        match run(&examples_dir.join(&e.example), &e.args) {
             Err(problem) => problems.push(format!("{name}: `{}` {problem}", e.command)),
             Ok(actual) if normalise(&actual) == normalise(&e.output) => {}
             Ok(actual) if bless => {
