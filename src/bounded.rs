@@ -42,6 +42,7 @@ use may::sync::{mpmc, Semphore};
 
 pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError};
 
+// ANCHOR: shared
 /// State both halves share.
 struct Shared {
     /// One permit per free slot in the buffer.
@@ -58,6 +59,8 @@ struct Shared {
     /// The highest `queued` ever seen.
     high_water: AtomicUsize,
 }
+
+// ANCHOR_END: shared
 
 impl Shared {
     fn is_closed(&self) -> bool {
@@ -132,6 +135,7 @@ pub enum SendTimeoutError<T> {
 }
 
 impl<T> Sender<T> {
+    // ANCHOR: send
     /// Send `item`, parking the caller while the buffer is full.
     ///
     /// Fails, handing `item` back, if every receiver has been dropped (also
@@ -140,6 +144,8 @@ impl<T> Sender<T> {
         self.shared.free_slots.wait();
         self.push(item)
     }
+
+    // ANCHOR_END: send
 
     /// Send `item` only if there is room now; never parks.
     ///
@@ -170,6 +176,7 @@ impl<T> Sender<T> {
             .map_err(|SendError(item)| SendTimeoutError::Disconnected(item))
     }
 
+    // ANCHOR: push
     /// Put `item` in the buffer; the caller holds a free-slot permit.
     fn push(&self, item: T) -> Result<(), SendError<T>> {
         let shared = &*self.shared;
@@ -186,6 +193,7 @@ impl<T> Sender<T> {
             shared.release_slot();
         })
     }
+    // ANCHOR_END: push
 
     /// The most items the buffer holds.
     pub fn capacity(&self) -> usize {
@@ -237,12 +245,15 @@ impl<T> Receiver<T> {
         Ok(self.taken(item))
     }
 
+    // ANCHOR: taken
     /// An item left the buffer: free its slot for the next sender.
     fn taken(&self, item: T) -> T {
         self.shared.queued.fetch_sub(1, Ordering::SeqCst);
         self.shared.release_slot();
         item
     }
+
+    // ANCHOR_END: taken
 
     /// Iterate until every sender is dropped and the buffer is drained.
     pub fn iter(&self) -> Iter<'_, T> {
@@ -281,6 +292,7 @@ impl<T> Clone for Receiver<T> {
     }
 }
 
+// ANCHOR: drop
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         if self.shared.receivers.fetch_sub(1, Ordering::SeqCst) != 1 {
@@ -292,6 +304,8 @@ impl<T> Drop for Receiver<T> {
         self.shared.release_slot();
     }
 }
+
+// ANCHOR_END: drop
 
 /// Blocking iterator over received items; see [`Receiver::iter`].
 pub struct Iter<'a, T> {

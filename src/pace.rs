@@ -2,12 +2,12 @@
 //! per item" without sub-millisecond coroutine sleeps.
 //!
 //! Why not just `may::coroutine::sleep(Duration::from_micros(200))`? With may
-//! 0.3.51, sleeps of tens to hundreds of microseconds in coroutines that also
-//! park on a semaphore or channel aborted debug builds with heap corruption
-//! in our stress runs (the producer-consumer chapter shows how we found it).
-//! In may's source, `Sleep::subscribe` hands the coroutine to the timer thread
-//! before it has finished registering its cancel data, so a timer that fires
-//! at once can race it. A [`Pacer`] keeps the average rate the caller asked
+//! 0.3.51, sleeps of zero or a few microseconds in coroutines that also park
+//! on a channel corrupt the heap (the producer-consumer chapter's
+//! `pitfall_short_sleep` listing shows it and counts the crashes). In may's
+//! source, `Sleep::subscribe` hands the coroutine to the timer thread before
+//! it has finished registering its cancel data, so a timer that fires at once
+//! races it. A [`Pacer`] keeps the average rate the caller asked
 //! for but sleeps only when at least [`Pacer::MIN_SLEEP`] is owed.
 
 use std::time::Duration;

@@ -52,10 +52,9 @@ fn wait_for<R>(task: &mpsc::Receiver<R>, what: &str) -> R {
 /// A short random pause that reshuffles the schedule: nothing, a yield, or
 /// (on an OS thread) a sleep of up to 200 µs.
 ///
-/// Coroutines only yield here. With may 0.3.51, sub-millisecond
-/// `coroutine::sleep` calls mixed with coroutines parked on a semaphore or
-/// channel aborted debug-build test runs with heap corruption; the
-/// producer-consumer chapter shows the measurement and why.
+/// Coroutines only yield here: with may 0.3.51, a zero or few-microsecond
+/// `coroutine::sleep` in coroutines that park on a channel corrupts the heap
+/// (see `listings/producer_consumer_bounded/pitfall_short_sleep.rs`).
 fn jitter(rng: &mut fastrand::Rng) {
     match rng.u8(0..4) {
         0 => may::coroutine::yield_now(),
