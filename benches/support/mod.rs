@@ -13,10 +13,37 @@ pub fn configure_may() {
 }
 
 /// One row of a chapter's table: a criterion group whose functions are named
-/// after the table's two columns (`subject` and `baseline` of `write_table`).
+/// after the table's columns (the criterion ids of `write_table` or of
+/// `Table::columns`).
 pub struct Row {
     pub what: &'static str,
     pub group: &'static str,
+}
+
+/// How a table's ratio columns compare each column with the first one.
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // each bench is its own crate and uses one of the two
+pub enum Ratio {
+    /// `column ÷ first`: how many times longer than the first column it takes.
+    ColumnOverFirst,
+    /// `first ÷ column`: the speed-up of a column over a first-column baseline.
+    FirstOverColumn,
+}
+
+/// A chapter's table with one column per criterion function, plus one ratio
+/// column for every column after the first.
+pub struct Table<'a> {
+    /// Also the bench's name: the heading says `cargo bench --bench <chapter>`.
+    pub chapter: &'a str,
+    /// Printed under the heading line: what a cell holds. Empty for none.
+    pub note: &'a str,
+    /// `(title, criterion function id)` per column; the first column is the
+    /// one the ratios compare with.
+    pub columns: &'a [(&'a str, &'a str)],
+    pub ratio: Ratio,
+    /// Criterion's median per iteration is divided by this: 1 to show the time
+    /// per iteration, the batch size to show the time per item of a batch.
+    pub items_per_iteration: u64,
 }
 
 fn target_dir() -> PathBuf {
@@ -84,40 +111,106 @@ fn today() -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-/// Write `book/<chapter>/benchmarks.md` from the rows' criterion results.
+/// Write `book/<chapter>/benchmarks.md` from the rows' criterion results, one
+/// column for `subject`, one for `baseline`, and `baseline ÷ subject`.
 /// Leaves the file alone when a row has no result (e.g. a filtered run).
+#[allow(dead_code)] // each bench is its own crate and uses one of the writers
 pub fn write_table(chapter: &str, subject: &str, baseline: &str, rows: &[Row]) {
-    let mut table = format!(
-        "Measured on {} with `cargo bench --bench {chapter}` (release build, criterion \
-         medians), {}.\n\n| measurement | {subject} | {baseline} | {baseline} ÷ {subject} |\n|---|---|---|---|\n",
+    write_table_columns(
+        &Table {
+            chapter,
+            note: "",
+            columns: &[(subject, subject), (baseline, baseline)],
+            ratio: Ratio::ColumnOverFirst,
+            items_per_iteration: 1,
+        },
+        rows,
+    );
+}
+
+/// Write `book/<chapter>/benchmarks.md` from the rows' criterion results, one
+/// column per `table.columns` entry, then the ratios to the first column.
+/// Leaves the file alone when a row has no result (e.g. a filtered run).
+pub fn write_table_columns(table: &Table, rows: &[Row]) {
+    let mut text = format!(
+        "Measured on {} with `cargo bench --bench {}` (release build, criterion medians), {}.",
         machine(),
+        table.chapter,
         today()
     );
+    if !table.note.is_empty() {
+        write!(text, "\n{}", table.note).unwrap();
+    }
+    text.push_str(&header(table));
     for row in rows {
-        let (Some(ours), Some(theirs)) = (
-            median_ns(row.group, subject),
-            median_ns(row.group, baseline),
-        ) else {
+        let Some(medians) = row_medians(table, row) else {
             eprintln!(
                 "no criterion result for `{}`; benchmarks.md left unchanged",
                 row.group
             );
             return;
         };
-        writeln!(
-            table,
-            "| {} | {} | {} | {:.1}x |",
-            row.what,
-            human(ours),
-            human(theirs),
-            theirs / ours
-        )
-        .unwrap();
+        text.push_str(&table_line(table.ratio, row.what, &medians));
     }
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("book")
-        .join(chapter)
+        .join(table.chapter)
         .join("benchmarks.md");
-    std::fs::write(&path, table).unwrap();
+    // A new chapter's folder may not exist yet.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
     println!("wrote {}", path.display());
+}
+
+/// The blank line before the table, its column titles and the separator line.
+fn header(table: &Table) -> String {
+    let (first, _) = table.columns[0];
+    let titles = table.columns.iter().map(|&(title, _)| title.to_owned());
+    let ratios = table.columns[1..]
+        .iter()
+        .map(|&(title, _)| match table.ratio {
+            Ratio::ColumnOverFirst => format!("{title} ÷ {first}"),
+            Ratio::FirstOverColumn => format!("{first} ÷ {title}"),
+        });
+    let cells: Vec<String> = std::iter::once("measurement".to_owned())
+        .chain(titles)
+        .chain(ratios)
+        .collect();
+    format!(
+        "\n\n| {} |\n|{}\n",
+        cells.join(" | "),
+        "---|".repeat(cells.len())
+    )
+}
+
+/// The row's median per item for every column, or `None` if one is missing.
+fn row_medians(table: &Table, row: &Row) -> Option<Vec<f64>> {
+    table
+        .columns
+        .iter()
+        .map(|&(_, id)| median_ns(row.group, id).map(|ns| ns / table.items_per_iteration as f64))
+        .collect()
+}
+
+fn table_line(ratio: Ratio, what: &str, medians: &[f64]) -> String {
+    let first = medians[0];
+    let times = medians.iter().map(|&ns| human(ns));
+    let ratios = medians[1..].iter().map(|&ns| match ratio {
+        Ratio::ColumnOverFirst => times_as_text(ns / first),
+        Ratio::FirstOverColumn => times_as_text(first / ns),
+    });
+    let cells: Vec<String> = std::iter::once(what.to_owned())
+        .chain(times)
+        .chain(ratios)
+        .collect();
+    format!("| {} |\n", cells.join(" | "))
+}
+
+/// A ratio as `3.0x`; below 1, two decimals so `0.05x` does not read `0.1x`.
+fn times_as_text(ratio: f64) -> String {
+    if ratio < 1.0 {
+        format!("{ratio:.2}x")
+    } else {
+        format!("{ratio:.1}x")
+    }
 }
