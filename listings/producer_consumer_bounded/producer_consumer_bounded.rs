@@ -54,10 +54,12 @@ struct Args {
     /// Items to produce in total.
     #[arg(long, default_value_t = 2000)]
     items: u64,
-    /// Simulated wait per item on the producing side, in microseconds.
+    /// Simulated wait per item on the producing side, in microseconds (waits
+    /// under 1 ms are added up and slept in 1 ms chunks).
     #[arg(long, default_value_t = 0)]
     produce_us: u64,
-    /// Simulated wait per item on the consuming side, in microseconds.
+    /// Simulated wait per item on the consuming side, in microseconds (waits
+    /// under 1 ms are added up and slept in 1 ms chunks).
     #[arg(long, default_value_t = 500)]
     consume_us: u64,
     /// What a producer does when the buffer is full.
