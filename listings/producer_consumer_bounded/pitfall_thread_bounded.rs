@@ -43,8 +43,11 @@ enum Kind {
 }
 
 // ANCHOR: channels
+type SendFn = Box<dyn Fn(u32) + Send>;
+type RecvFn = Box<dyn Fn() -> Option<u32> + Send>;
+
 /// A capacity-1 channel of the given kind, as a boxed send and receive.
-fn channel(kind: Kind) -> (Box<dyn Fn(u32) + Send>, Box<dyn Fn() -> Option<u32> + Send>) {
+fn channel(kind: Kind) -> (SendFn, RecvFn) {
     match kind {
         Kind::StdSyncChannel => {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -62,10 +62,12 @@ fn run_unbounded(run_for: Duration, consume_each: Duration) -> Report {
         go!(move || {
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                tx.send(vec![0u8; PAYLOAD_BYTES]).unwrap(); // never waits
+                if tx.send(vec![0u8; PAYLOAD_BYTES]).is_err() {
+                    break; // the consumer has stopped
+                }
                 queued.fetch_add(1, Ordering::Relaxed);
                 sent += 1;
-                if sent % 64 == 0 {
+                if sent.is_multiple_of(64) {
                     may::coroutine::yield_now(); // share the worker, that's all
                 }
             }
