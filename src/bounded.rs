@@ -12,8 +12,12 @@
 //!   a blocked sender wakes, sees the channel closed, passes the permit on to
 //!   the next blocked sender, and returns its item in the error. So no sender
 //!   stays parked after the receiver is gone;
-//! - dropping every [`Sender`] ends the receiver once the buffer is drained,
-//!   exactly as with `mpsc`.
+//! - dropping the last [`Sender`] queues an end marker behind the last item;
+//!   a receiver that takes it puts it back for the next one and reports the
+//!   end. (may 0.3.51's own `mpmc` disconnect can leave one of several
+//!   parked receivers asleep for good: its `drop_tx` posts only one spare
+//!   wake-up, which two receivers about to park can share. The marker does
+//!   not depend on it; see the regression test.)
 //!
 //! Both halves can be cloned (many producers, many consumers), and both work
 //! from coroutines and from OS threads: may's semaphore and channel park
@@ -43,11 +47,20 @@ use may::sync::{mpmc, Semphore};
 pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError};
 
 // ANCHOR: shared
+/// What travels through the underlying channel.
+enum Message<T> {
+    Item(T),
+    /// Every sender is gone. Receivers pass it on, so all of them see it.
+    End,
+}
+
 /// State both halves share.
 struct Shared {
     /// One permit per free slot in the buffer.
     free_slots: Semphore,
     capacity: usize,
+    /// Live `Sender` clones; the last one to drop queues [`Message::End`].
+    senders: AtomicUsize,
     /// Live `Receiver` clones; the channel closes when the last one drops.
     receivers: AtomicUsize,
     /// Set when the last receiver is dropped.
@@ -89,6 +102,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         free_slots: Semphore::new(capacity),
         capacity,
+        senders: AtomicUsize::new(1),
         receivers: AtomicUsize::new(1),
         closed: AtomicBool::new(false),
         queued: AtomicUsize::new(0),
@@ -96,23 +110,29 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     });
     (
         Sender {
-            tx,
+            tx: tx.clone(),
             shared: Arc::clone(&shared),
         },
-        Receiver { rx, shared },
+        Receiver {
+            rx,
+            relay: tx,
+            shared,
+        },
     )
 }
 
 /// The sending half. Clone it for more producers.
 pub struct Sender<T> {
-    tx: mpmc::Sender<T>,
+    tx: mpmc::Sender<Message<T>>,
     shared: Arc<Shared>,
 }
 
 /// The receiving half. Clone it for more consumers: each item goes to exactly
 /// one of them.
 pub struct Receiver<T> {
-    rx: mpmc::Receiver<T>,
+    rx: mpmc::Receiver<Message<T>>,
+    /// Puts the end marker back for the other receivers.
+    relay: mpmc::Sender<Message<T>>,
     shared: Arc<Shared>,
 }
 
@@ -187,7 +207,12 @@ impl<T> Sender<T> {
         }
         let depth = shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
         shared.high_water.fetch_max(depth, Ordering::SeqCst);
-        self.tx.send(item).inspect_err(|_| {
+        let sent = self.tx.send(Message::Item(item));
+        sent.map_err(|SendError(message)| match message {
+            Message::Item(item) => SendError(item),
+            Message::End => unreachable!("only items are pushed"),
+        })
+        .inspect_err(|_| {
             // The last receiver went away between the check and the send.
             shared.queued.fetch_sub(1, Ordering::SeqCst);
             shared.release_slot();
@@ -218,9 +243,20 @@ impl<T> Sender<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::SeqCst);
         Sender {
             tx: self.tx.clone(),
             shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last sender: every item is already queued, so the marker
+            // lands behind them. It fails only if every receiver is gone.
+            let _ = self.tx.send(Message::End);
         }
     }
 }
@@ -229,20 +265,31 @@ impl<T> Receiver<T> {
     /// Wait for the next item. Fails once every sender is dropped and the
     /// buffer is empty.
     pub fn recv(&self) -> Result<T, RecvError> {
-        let item = self.rx.recv()?;
-        Ok(self.taken(item))
+        let message = self.rx.recv()?;
+        self.unwrap(message).ok_or(RecvError)
     }
 
     /// Take the next item if one is waiting; never parks.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        let item = self.rx.try_recv()?;
-        Ok(self.taken(item))
+        let message = self.rx.try_recv()?;
+        self.unwrap(message).ok_or(TryRecvError::Disconnected)
     }
 
     /// Wait at most `timeout` for the next item.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        let item = self.rx.recv_timeout(timeout)?;
-        Ok(self.taken(item))
+        let message = self.rx.recv_timeout(timeout)?;
+        self.unwrap(message).ok_or(RecvTimeoutError::Disconnected)
+    }
+
+    /// An item, or `None` at the end (after putting the marker back).
+    fn unwrap(&self, message: Message<T>) -> Option<T> {
+        match message {
+            Message::Item(item) => Some(self.taken(item)),
+            Message::End => {
+                let _ = self.relay.send(Message::End); // we are a receiver: it succeeds
+                None
+            }
+        }
     }
 
     // ANCHOR: taken
@@ -287,6 +334,7 @@ impl<T> Clone for Receiver<T> {
         self.shared.receivers.fetch_add(1, Ordering::SeqCst);
         Receiver {
             rx: self.rx.clone(),
+            relay: self.relay.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
