@@ -7,7 +7,7 @@
 mod support;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::Criterion;
 use may::go;
@@ -69,10 +69,7 @@ fn round_trip(c: &mut Criterion) {
 
 fn main() {
     support::configure_may();
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
+    let mut c = support::criterion();
     spawn_join(&mut c);
     round_trip(&mut c);
     c.final_summary();

@@ -162,10 +162,7 @@ fn compare(c: &mut Criterion, group: &str, mix: Mix, items: u64) {
 
 fn main() {
     support::configure_may();
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
+    let mut c = support::criterion();
     compare(&mut c, "multi_stage_cpu", Mix::Cpu, CPU_ITEMS);
     compare(&mut c, "multi_stage_sleep", Mix::Sleep, SLEEP_ITEMS);
     c.final_summary();

@@ -293,10 +293,7 @@ fn transfer(c: &mut Criterion, shape: Shape) {
 
 fn main() {
     support::configure_may();
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
+    let mut c = support::criterion();
     transfer(&mut c, ONE_TO_ONE);
     transfer(&mut c, FOUR_TO_FOUR);
     c.final_summary();

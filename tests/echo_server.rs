@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::{build_examples, wait_bounded};
+use support::{build_examples, interrupt, wait_bounded};
 
 #[test]
 fn netcat_gets_its_lines_back_and_ctrl_c_stops_the_server_cleanly() {
@@ -50,11 +50,7 @@ fn netcat_gets_its_lines_back_and_ctrl_c_stops_the_server_cleanly() {
         .unwrap();
     assert_eq!(echoed, "hello\nmay coroutines\n");
 
-    let interrupted = Command::new("kill")
-        .args(["-INT", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
+    interrupt(&server);
     let status = wait_bounded(&mut server, Duration::from_secs(20));
     assert!(status.success(), "the server exited with {status}");
     let mut summary = String::new();

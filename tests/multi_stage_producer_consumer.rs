@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::{build_examples, wait_bounded};
+use support::{build_examples, interrupt, wait_bounded};
 
 #[test]
 fn ctrl_c_stops_every_stage_and_the_books_balance() {
@@ -17,11 +17,7 @@ fn ctrl_c_stops_every_stage_and_the_books_balance() {
         .spawn()
         .expect("the program starts");
     std::thread::sleep(Duration::from_millis(400)); // let records flow
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
+    interrupt(&child);
     let status = wait_bounded(&mut child, Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 

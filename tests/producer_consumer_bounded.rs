@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::{build_examples, wait_bounded};
+use support::{build_examples, interrupt, wait_bounded};
 
 #[test]
 fn ctrl_c_stops_the_run_and_every_item_is_accounted_for() {
@@ -20,11 +20,7 @@ fn ctrl_c_stops_the_run_and_every_item_is_accounted_for() {
         .expect("the program starts");
     // Give it time to install the Ctrl-C handler and fill the buffer.
     std::thread::sleep(Duration::from_millis(300));
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
+    interrupt(&child);
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
 

@@ -6,6 +6,15 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Every chapter's criterion settings: 1 s warm-up, 3 s of measurement,
+/// then whatever the command line adds.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+        .configure_from_args()
+}
+
 /// Two workers (this book's reference machine has two cores), pinning off.
 pub fn configure_may() {
     may::config().set_workers(2);

@@ -37,3 +37,13 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Send SIGINT (what Ctrl-C sends) to `child`, as `kill -INT` would.
+#[allow(dead_code)] // not every test binary that includes this module interrupts
+pub fn interrupt(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -INT {} failed", child.id());
+}
