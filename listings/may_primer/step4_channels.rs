@@ -43,17 +43,21 @@ fn mpsc_fan_in(producers: usize, per_producer: usize) -> usize {
 /// One producer, many consumers taking from one queue: each job is received
 /// by exactly one consumer. Returns how many jobs each consumer handled.
 fn mpmc_work_sharing(consumers: usize, jobs: usize) -> Vec<usize> {
-    let (tx, rx) = mpmc::channel::<usize>();
+    let (tx, rx) = mpmc::channel::<Option<usize>>();
     let workers: Vec<_> = (0..consumers)
         .map(|_| {
             let rx = rx.clone(); // an mpmc Receiver is Clone
-            go!(move || rx.iter().count())
+                                 // Stop at the end marker (None), not at disconnection: see below.
+            let jobs = move || rx.iter().map_while(|job| job).count();
+            go!(jobs)
         })
         .collect();
     for job in 0..jobs {
-        tx.send(job).unwrap();
+        tx.send(Some(job)).unwrap();
     }
-    drop(tx);
+    for _ in 0..consumers {
+        tx.send(None).unwrap(); // one end marker per consumer
+    }
     workers.into_iter().map(|w| w.join().unwrap()).collect()
 }
 // ANCHOR_END: mpmc
