@@ -46,10 +46,10 @@ fn mpmc_work_sharing(consumers: usize, jobs: usize) -> Vec<usize> {
     let (tx, rx) = mpmc::channel::<Option<usize>>();
     let workers: Vec<_> = (0..consumers)
         .map(|_| {
-            let rx = rx.clone(); // an mpmc Receiver is Clone
-                                 // Stop at the end marker (None), not at disconnection: see below.
-            let jobs = move || rx.iter().map_while(|job| job).count();
-            go!(jobs)
+            // An mpmc Receiver is Clone. Each clone stops at an end marker
+            // (None), not at disconnection: see the note below.
+            let rx = rx.clone();
+            go!(move || rx.iter().map_while(|job| job).count())
         })
         .collect();
     for job in 0..jobs {
