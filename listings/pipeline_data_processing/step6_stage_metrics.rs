@@ -1,0 +1,659 @@
+//! Step 6: per-stage metrics. Each stage counts the records it took in,
+//! passed on and rejected, and times three things: its own work (busy), its
+//! waits in `send` on a full queue (blocked: backpressure from downstream)
+//! and its waits in `recv` on an empty queue (starved). Each reports the
+//! deepest its input queue got. Together they name the stage that limits
+//! the run, and show whether a buffer is too small or needlessly large.
+//!
+//! Run it: `cargo run --example step6_stage_metrics`
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use may::go;
+use may_patterns::bounded::{self, Receiver, Sender};
+use may_patterns::shutdown::Shutdown;
+use serde::{Deserialize, Serialize};
+use tempfile::{NamedTempFile, TempPath};
+
+/// The sample data set (used by the tests here: `main` makes a bigger input).
+#[cfg(test)]
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/listings/pipeline_data_processing/data/orders.csv"
+);
+
+// The record types and the parse, transform and validate functions are
+// step 1's, unchanged.
+
+/// The columns of an input CSV file, in order; its first line must be this.
+pub const HEADER: &str = "order_id,customer,country,amount,currency,ordered_at";
+
+/// One line of input, numbered from 1 as an editor shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub number: u64,
+    pub text: String,
+}
+
+/// A parsed record: the fields as the source wrote them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawOrder {
+    pub line: u64,
+    pub order_id: String,
+    pub customer: String,
+    pub country: String,
+    pub amount: f64,
+    pub currency: String,
+    pub ordered_at: String,
+}
+
+/// A normalised record; the validator decides whether it is good.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub line: u64,
+    pub order_id: String,
+    pub customer: String,
+    pub country: String,
+    pub amount: f64,
+    pub currency: String,
+    /// `None` when the currency has no rate (the validator rejects it).
+    pub amount_eur_cents: Option<i64>,
+    pub ordered_at: String,
+}
+
+/// A record that passed every rule: what the writer writes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CleanOrder {
+    pub line: u64,
+    pub order_id: String,
+    pub customer: String,
+    pub country: String,
+    pub amount: f64,
+    pub currency: String,
+    pub amount_eur_cents: i64,
+    pub ordered_at: String,
+}
+
+/// A record that did not make it, and why; `line` says where to look.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reject {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// Parse one CSV line. Only the shape is checked here: six columns and a
+/// numeric amount. Whether the values make sense is the validator's job.
+pub fn parse_csv(line: &Line) -> Result<RawOrder, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line.text.as_bytes());
+    let record = match reader.records().next() {
+        Some(Ok(record)) => record,
+        Some(Err(err)) => return Err(format!("malformed CSV: {err}")),
+        None => return Err("empty line".to_string()),
+    };
+    if record.len() != 6 {
+        return Err(format!("expected 6 columns, found {}", record.len()));
+    }
+    Ok(RawOrder {
+        line: line.number,
+        order_id: record[0].to_string(),
+        customer: record[1].to_string(),
+        country: record[2].to_string(),
+        amount: parse_amount(&record[3])?,
+        currency: record[4].to_string(),
+        ordered_at: record[5].to_string(),
+    })
+}
+
+/// The JSON Lines form of a record; `amount` may be a number or a string.
+#[derive(Deserialize)]
+struct JsonOrder {
+    order_id: String,
+    customer: String,
+    country: String,
+    amount: serde_json::Value,
+    currency: String,
+    ordered_at: String,
+}
+
+/// Parse one JSON Lines record (one JSON object per line).
+pub fn parse_json(line: &Line) -> Result<RawOrder, String> {
+    let json: JsonOrder =
+        serde_json::from_str(&line.text).map_err(|err| format!("invalid JSON: {err}"))?;
+    let amount = match &json.amount {
+        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        serde_json::Value::String(s) => parse_amount(s)?,
+        other => return Err(format!("amount is not a number: {other}")),
+    };
+    Ok(RawOrder {
+        line: line.number,
+        order_id: json.order_id,
+        customer: json.customer,
+        country: json.country,
+        amount,
+        currency: json.currency,
+        ordered_at: json.ordered_at,
+    })
+}
+
+fn parse_amount(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("amount is not a number: {text:?}"))
+}
+
+/// Euro value of one unit of each currency we accept. A fixed table, not
+/// today's rates: a real pipeline would load it per run.
+const RATES_TO_EUR: [(&str, f64); 7] = [
+    ("EUR", 1.0),
+    ("USD", 0.92),
+    ("GBP", 1.17),
+    ("CHF", 1.05),
+    ("SEK", 0.088),
+    ("DKK", 0.134),
+    ("PLN", 0.23),
+];
+
+/// Normalise: trim every field, upper-case the codes, convert the amount to
+/// euro cents, and write the timestamp as `YYYY-MM-DDTHH:MM:SSZ`. It never
+/// rejects; what it cannot normalise it leaves for the validator to refuse.
+pub fn transform(raw: RawOrder) -> Order {
+    let currency = raw.currency.trim().to_uppercase();
+    let rate = RATES_TO_EUR.iter().find(|(code, _)| *code == currency);
+    Order {
+        line: raw.line,
+        order_id: raw.order_id.trim().to_string(),
+        customer: raw.customer.trim().to_string(),
+        country: raw.country.trim().to_uppercase(),
+        amount_eur_cents: rate.map(|(_, rate)| (raw.amount * rate * 100.0).round() as i64),
+        amount: raw.amount,
+        currency,
+        ordered_at: normalise_timestamp(raw.ordered_at.trim()),
+    }
+}
+
+/// `2024-03-01`, `2024-03-01 10:02:11` and `2024-03-01T10:02:11Z` all become
+/// `2024-03-01T10:02:11Z` (with `00:00:00` for a bare date). Anything else is
+/// returned as it is.
+fn normalise_timestamp(text: &str) -> String {
+    match text.len() {
+        10 => format!("{text}T00:00:00Z"),
+        19 if text.as_bytes()[10] == b' ' => format!("{}T{}Z", &text[..10], &text[11..]),
+        _ => text.to_string(),
+    }
+}
+
+/// Countries we ship to (ISO 3166-1 alpha-2).
+const COUNTRIES: [&str; 16] = [
+    "AT", "BE", "CH", "DE", "DK", "ES", "FI", "FR", "GB", "IE", "IT", "NL", "PL", "PT", "SE", "US",
+];
+
+/// No single order is worth more than this; a bigger one is a data error.
+const MAX_EUR_CENTS: i64 = 100_000 * 100;
+
+/// The data quality rules. Each failure names its rule, so a reject file
+/// says what to fix.
+pub fn validate(order: Order) -> Result<CleanOrder, String> {
+    if order.order_id.is_empty() {
+        return Err("missing order_id".to_string());
+    }
+    if !COUNTRIES.contains(&order.country.as_str()) {
+        return Err(format!("unknown country code {:?}", order.country));
+    }
+    let Some(eur_cents) = order.amount_eur_cents else {
+        return Err(format!("unknown currency {:?}", order.currency));
+    };
+    // NaN is not above zero either, and `parse` accepts "NaN".
+    if order.amount.is_nan() || order.amount <= 0.0 {
+        return Err(format!("amount must be positive, got {}", order.amount));
+    }
+    if eur_cents > MAX_EUR_CENTS {
+        return Err(format!("amount over 100000 EUR: {}", order.amount));
+    }
+    if !is_valid_timestamp(&order.ordered_at) {
+        return Err(format!("bad date {:?}", order.ordered_at));
+    }
+    Ok(CleanOrder {
+        line: order.line,
+        order_id: order.order_id,
+        customer: order.customer,
+        country: order.country,
+        amount: order.amount,
+        currency: order.currency,
+        amount_eur_cents: eur_cents,
+        ordered_at: order.ordered_at,
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` naming a real day (leap years included) and time.
+fn is_valid_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    let shape = b.len() == 20
+        && [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'Z'),
+        ]
+        .iter()
+        .all(|&(i, c)| b[i] == c);
+    let number = |from: usize, to: usize| text.get(from..to)?.parse::<u32>().ok();
+    let fields = (
+        number(0, 4),
+        number(5, 7),
+        number(8, 10),
+        number(11, 13),
+        number(14, 16),
+        number(17, 19),
+    );
+    let (Some(y), Some(m), Some(d), Some(hh), Some(mm), Some(ss)) = fields else {
+        return false;
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => 0,
+    };
+    shape && (1..=days_in_month).contains(&d) && hh < 24 && mm < 60 && ss < 60
+}
+
+/// What one run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub read: u64,
+    pub written: u64,
+    pub rejected: u64,
+    /// The run was stopped before the input ended.
+    pub stopped_early: bool,
+    /// In chain order: read, parse, transform, validate, write.
+    pub stages: Vec<StageStats>,
+    pub elapsed: Duration,
+}
+
+/// What travels between two stages: a record, or the reason it was
+/// rejected earlier. Passing rejects along keeps one order for everything.
+pub type Item<T> = Result<T, Reject>;
+
+// ANCHOR: stats
+/// One stage's numbers.
+#[derive(Debug, Default, Clone)]
+pub struct StageStats {
+    pub name: &'static str,
+    /// Good records that came in, went out, and that this stage rejected.
+    pub records_in: u64,
+    pub records_out: u64,
+    pub rejected: u64,
+    /// Doing its own work.
+    pub busy: Duration,
+    /// Parked in `send` on a full queue: backpressure.
+    pub blocked: Duration,
+    /// Parked in `recv` on an empty queue: the stages before it were slower.
+    pub starved: Duration,
+    /// The deepest its input queue got (the reader has none).
+    pub queue_high_water: Option<usize>,
+}
+
+/// Run `f`, adding the time it took to `total`.
+fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = f();
+    *total += started.elapsed();
+    result
+}
+// ANCHOR_END: stats
+
+// ANCHOR: fatal
+/// An error that stops the whole run, with a message for a person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `io_result.map_err(fatal("cannot write", path))`: say what failed, where.
+fn fatal<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> Fatal + 'a {
+    move |err| Fatal(format!("{what} {}: {err}", path.display()))
+}
+// ANCHOR_END: fatal
+
+// ANCHOR: reader
+/// Step 5's reader, timing its reads (busy) and its sends (blocked).
+fn read_lines(
+    input: &Path,
+    output: Sender<Item<Line>>,
+    shutdown: &Shutdown,
+    stats: &mut StageStats,
+) -> Result<bool, Fatal> {
+    let file = File::open(input).map_err(fatal("cannot open", input))?;
+    let mut lines = BufReader::new(file).lines();
+    let header = lines
+        .next()
+        .transpose()
+        .map_err(fatal("cannot read", input))?;
+    let header = header.unwrap_or_default();
+    if header.trim() != HEADER {
+        return Err(Fatal(format!(
+            "{}: unexpected header {header:?}",
+            input.display()
+        )));
+    }
+    for number in 2.. {
+        if shutdown.is_triggered() {
+            return Ok(true); // dropping `output` lets the chain drain
+        }
+        let Some(text) = timed(&mut stats.busy, || lines.next()) else {
+            break;
+        };
+        let line = Line {
+            number,
+            text: text.map_err(fatal("cannot read", input))?,
+        };
+        stats.records_in += 1;
+        stats.records_out += 1;
+        if timed(&mut stats.blocked, || output.send(Ok(line))).is_err() {
+            break; // the writer failed: it will say why
+        }
+    }
+    Ok(false)
+}
+// ANCHOR_END: reader
+
+// ANCHOR: stage
+/// A middle stage, on a coroutine: step 5's loop, with every part timed.
+fn stage<I, O>(
+    name: &'static str,
+    input: Receiver<Item<I>>,
+    output: Sender<Item<O>>,
+    work: impl Fn(I) -> Item<O>,
+) -> StageStats {
+    let mut stats = StageStats {
+        name,
+        ..StageStats::default()
+    };
+    while let Ok(item) = timed(&mut stats.starved, || input.recv()) {
+        let done = match item {
+            Ok(record) => {
+                stats.records_in += 1;
+                let done = timed(&mut stats.busy, || work(record));
+                match &done {
+                    Ok(_) => stats.records_out += 1,
+                    Err(_) => stats.rejected += 1,
+                }
+                done
+            }
+            Err(reject) => Err(reject), // from an earlier stage: pass it on
+        };
+        if timed(&mut stats.blocked, || output.send(done)).is_err() {
+            break; // the next stage is gone
+        }
+    }
+    stats.queue_high_water = Some(input.high_water());
+    stats
+}
+// ANCHOR_END: stage
+
+/// The three middle stages' work, each turning a failure into a [`Reject`]
+/// that remembers the record's line.
+fn parse_stage(line: Line) -> Item<RawOrder> {
+    parse_csv(&line).map_err(|reason| Reject {
+        line: line.number,
+        reason,
+    })
+}
+
+fn transform_stage(raw: RawOrder) -> Item<Order> {
+    Ok(transform(raw))
+}
+
+fn validate_stage(order: Order) -> Item<CleanOrder> {
+    let line = order.line;
+    validate(order).map_err(|reason| Reject { line, reason })
+}
+
+// ANCHOR: staged
+/// An output file that only appears under its name once the run succeeded.
+/// Records go to a temporary file in the same folder (so the final rename
+/// stays on one file system and is atomic); `commit` renames it.
+struct StagedFile {
+    file: File,
+    /// Deletes the temporary file when dropped without `commit`.
+    temp: Option<TempPath>,
+    path: PathBuf,
+}
+
+impl StagedFile {
+    fn create(path: &Path) -> Result<StagedFile, Fatal> {
+        // A device or a pipe (/dev/null, /dev/full, a FIFO) has nothing to
+        // rename over: write to it directly.
+        if path.metadata().is_ok_and(|m| !m.is_file()) {
+            let file = OpenOptions::new().write(true).open(path);
+            let file = file.map_err(fatal("cannot open", path))?;
+            return Ok(StagedFile {
+                file,
+                temp: None,
+                path: path.to_path_buf(),
+            });
+        }
+        let folder = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !folder.is_dir() {
+            let folder = folder.display();
+            return Err(Fatal(format!(
+                "cannot create a file in {folder}: no such folder"
+            )));
+        }
+        let temp = NamedTempFile::new_in(folder);
+        let temp = temp.map_err(fatal("cannot create a file in", folder))?;
+        let (file, temp) = temp.into_parts();
+        Ok(StagedFile {
+            file,
+            temp: Some(temp),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Make the data durable, then give it its real name.
+    fn commit(self) -> Result<(), Fatal> {
+        let Some(temp) = self.temp else {
+            return Ok(());
+        };
+        self.file
+            .sync_all()
+            .map_err(fatal("cannot write", &self.path))?;
+        temp.persist(&self.path)
+            .map_err(|err| fatal("cannot rename into", &self.path)(err.error))
+    }
+}
+// ANCHOR_END: staged
+
+// ANCHOR: writer
+/// The write stage, on its own OS thread, timing its writes and its waits.
+fn write_records(
+    input: Receiver<Item<CleanOrder>>,
+    output: StagedFile,
+    rejects: StagedFile,
+) -> Result<(Summary, StagedFile, StagedFile, StageStats), Fatal> {
+    let mut good = csv::Writer::from_writer(&output.file);
+    let mut bad = csv::Writer::from_writer(&rejects.file);
+    let mut summary = Summary::default();
+    let mut stats = StageStats {
+        name: "write",
+        ..StageStats::default()
+    };
+    while let Ok(item) = timed(&mut stats.starved, || input.recv()) {
+        let written = timed(&mut stats.busy, || match item {
+            Ok(order) => {
+                stats.records_in += 1;
+                good.serialize(&order).map(|()| summary.written += 1)
+            }
+            Err(reject) => bad.serialize(&reject).map(|()| summary.rejected += 1),
+        });
+        written.map_err(|err| Fatal(format!("cannot write: {err}")))?;
+    }
+    good.flush().map_err(fatal("cannot write", &output.path))?;
+    bad.flush().map_err(fatal("cannot write", &rejects.path))?;
+    drop((good, bad));
+    stats.records_out = summary.written;
+    stats.queue_high_water = Some(input.high_water());
+    Ok((summary, output, rejects, stats))
+}
+// ANCHOR_END: writer
+
+// ANCHOR: run
+/// Step 5's `run`, collecting every stage's numbers.
+pub fn run(
+    input: &Path,
+    output: &Path,
+    rejects: &Path,
+    capacity: usize,
+    shutdown: &Shutdown,
+) -> Result<Summary, Fatal> {
+    let started = Instant::now();
+    // Open both destinations before reading anything: a bad path fails fast.
+    let output = StagedFile::create(output)?;
+    let rejects = StagedFile::create(rejects)?;
+    let (lines_tx, lines_rx) = bounded::channel(capacity);
+    let (raw_tx, raw_rx) = bounded::channel(capacity);
+    let (orders_tx, orders_rx) = bounded::channel(capacity);
+    let (clean_tx, clean_rx) = bounded::channel(capacity);
+
+    let input = input.to_path_buf();
+    let shutdown = shutdown.clone();
+    let reader = thread::spawn(move || {
+        let mut stats = StageStats {
+            name: "read",
+            ..StageStats::default()
+        };
+        let read = read_lines(&input, lines_tx, &shutdown, &mut stats);
+        (read, stats)
+    });
+    let parser = go!(move || stage("parse", lines_rx, raw_tx, parse_stage));
+    let transformer = go!(move || stage("transform", raw_rx, orders_tx, transform_stage));
+    let validator = go!(move || stage("validate", orders_rx, clean_tx, validate_stage));
+    let writer = thread::spawn(move || write_records(clean_rx, output, rejects));
+
+    let (read, read_stats) = reader.join().expect("the reader panicked");
+    let mut stages = vec![read_stats];
+    for coroutine in [parser, transformer, validator] {
+        stages.push(coroutine.join().expect("a stage panicked"));
+    }
+    let written = writer.join().expect("the writer panicked");
+    let (summary, output, rejects, write_stats) = written?;
+    let stopped_early = read?;
+    output.commit()?;
+    rejects.commit()?;
+    stages.push(write_stats);
+    Ok(Summary {
+        read: stages[0].records_in,
+        stopped_early,
+        stages,
+        elapsed: started.elapsed(),
+        ..summary
+    })
+}
+// ANCHOR_END: run
+
+// ANCHOR: main
+fn main() {
+    may_patterns::runtime::configure_once(may_patterns::runtime::Settings {
+        workers: 2,
+        stack_words: 0x1000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.csv");
+    write_orders(&input, 5_000);
+    let (output, rejects) = (dir.path().join("clean.csv"), dir.path().join("rejects.csv"));
+    let s = run(&input, &output, &rejects, 16, &Shutdown::new()).unwrap();
+    println!(
+        "read {} = written {} + rejected {} in {:.1?}",
+        s.read, s.written, s.rejected, s.elapsed
+    );
+    for st in &s.stages {
+        let queue = st
+            .queue_high_water
+            .map_or(String::new(), |q| format!(", queue max ~{q} of 16"));
+        println!(
+            "  {:<9} in {:>5} out {:>5} rejected {:>3}: busy {:.1?}, blocked {:.1?}, starved {:.1?}{queue}",
+            st.name, st.records_in, st.records_out, st.rejected, st.busy, st.blocked, st.starved
+        );
+    }
+}
+
+/// A test input: `rows` good records, and a malformed one every 100th.
+fn write_orders(path: &Path, rows: u64) {
+    use std::io::Write;
+    let mut file = io::BufWriter::new(File::create(path).unwrap());
+    writeln!(file, "{HEADER}").unwrap();
+    for n in 1..=rows {
+        match n % 100 {
+            0 => writeln!(file, "A-{n},Jo,FR,1.50").unwrap(),
+            _ => writeln!(file, "A-{n},Jo,FR,1.50,EUR,2024-03-01").unwrap(),
+        }
+    }
+    file.flush().unwrap();
+}
+// ANCHOR_END: main
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_accounts_for_its_records() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let (out, rej) = (dir.path().join("out.csv"), dir.path().join("rej.csv"));
+        let s = run(Path::new(SAMPLE), &out, &rej, 4, &Shutdown::new()).unwrap();
+        let counts: Vec<(&str, u64, u64, u64)> = s
+            .stages
+            .iter()
+            .map(|st| (st.name, st.records_in, st.records_out, st.rejected))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("read", 41, 41, 0),
+                ("parse", 41, 39, 2),
+                ("transform", 39, 39, 0),
+                ("validate", 39, 33, 6),
+                ("write", 33, 33, 0),
+            ]
+        );
+        let rejected: u64 = s.stages.iter().map(|st| st.rejected).sum();
+        assert_eq!(rejected, s.rejected);
+        assert!(s.stages[1..]
+            .iter()
+            .all(|st| st.queue_high_water.unwrap() <= 4));
+    }
+
+    #[test]
+    fn the_slowest_stage_is_busiest_and_the_reader_waits_for_room() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        write_orders(&input, 5_000);
+        let (out, rej) = (dir.path().join("out.csv"), dir.path().join("rej.csv"));
+        let s = run(&input, &out, &rej, 2, &Shutdown::new()).unwrap();
+        assert_eq!(s.read, 5_000);
+        // Parsing (a CSV reader per line) costs more than transforming, and
+        // reading a buffered file costs less: the reader waits for room.
+        let (read, parse, transform) = (&s.stages[0], &s.stages[1], &s.stages[2]);
+        assert!(parse.busy > transform.busy, "{:?}", s.stages);
+        assert!(read.blocked > read.busy, "{:?}", s.stages);
+    }
+}
