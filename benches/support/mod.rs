@@ -223,3 +223,51 @@ fn times_as_text(ratio: f64) -> String {
         format!("{ratio:.1}x")
     }
 }
+
+/// One row of a percentile table written by [`write_percentile_table`]: a
+/// measurement criterion does not make (e.g. the latency of each of many
+/// events), summarised by the bench itself.
+#[allow(dead_code)] // each bench is its own crate; most use criterion's tables only
+pub struct PercentileRow {
+    pub what: String,
+    pub samples: usize,
+    pub median: std::time::Duration,
+    pub p99: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+/// Write `book/<chapter>/<file>` (e.g. `latency.md`): the same heading line
+/// as [`write_table_columns`], `note`, then one line per row with its sample
+/// count, median, 99th percentile and maximum.
+#[allow(dead_code)] // each bench is its own crate; most use criterion's tables only
+pub fn write_percentile_table(chapter: &str, file: &str, note: &str, rows: &[PercentileRow]) {
+    let mut text = format!(
+        "Measured on {} with `cargo bench --bench {chapter}` (release build), {}.",
+        machine(),
+        today()
+    );
+    if !note.is_empty() {
+        write!(text, "\n{note}").unwrap();
+    }
+    text.push_str("\n\n| measurement | samples | median | p99 | max |\n|---|---|---|---|---|\n");
+    for row in rows {
+        let ns = |d: std::time::Duration| human(d.as_nanos() as f64);
+        writeln!(
+            text,
+            "| {} | {} | {} | {} | {} |",
+            row.what,
+            row.samples,
+            ns(row.median),
+            ns(row.p99),
+            ns(row.max)
+        )
+        .unwrap();
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("book")
+        .join(chapter)
+        .join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+    println!("wrote {}", path.display());
+}
