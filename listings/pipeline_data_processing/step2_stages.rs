@@ -428,4 +428,15 @@ mod tests {
         let err = run(&dir.path().join("nope.csv"), &dir.path().join("out.csv")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
+
+    /// The chapter's reason for the reader thread: may's `CoIo`, which makes
+    /// a socket co-operative by registering it with epoll, refuses a regular
+    /// file (epoll does not take them: EPERM).
+    #[test]
+    fn may_cannot_make_a_file_cooperative() {
+        may_patterns::runtime::configure_for_tests();
+        let file = std::fs::File::open(SAMPLE).unwrap();
+        let err = io::Error::from(may::io::CoIo::new(file).unwrap_err());
+        assert_eq!(err.raw_os_error(), Some(1), "EPERM, got {err}");
+    }
 }
