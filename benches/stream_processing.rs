@@ -137,6 +137,7 @@ fn emission_latencies(spec: WindowSpec, rate: u64, events: u64) -> Vec<Duration>
         policy: Policy::Block,
         buffer: BUFFER,
         conn_timeout: Duration::from_secs(30),
+        max_connections: 16,
         fields: fields(),
     };
     let running = start(config, Shutdown::new()).expect("the generator starts");

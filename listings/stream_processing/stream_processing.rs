@@ -42,7 +42,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,10 @@ struct Args {
     /// TCP: close a connection that sends nothing for this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     conn_timeout: Duration,
+    /// TCP: connections served at once; a client beyond this is closed at
+    /// once (and logged), so open sockets and their coroutines stay bounded.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// Stop by itself after this long, as Ctrl-C would.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -602,6 +606,7 @@ pub struct Config {
     pub policy: Policy,
     pub buffer: usize,
     pub conn_timeout: Duration,
+    pub max_connections: usize,
     pub fields: Fields,
 }
 
@@ -668,7 +673,8 @@ pub fn start(config: Config, shutdown: Shutdown) -> io::Result<Running> {
 }
 // ANCHOR_END: start
 
-/// Accept connections until `stop`; one coroutine per connection.
+/// Accept connections until `stop`; one coroutine per connection, at most
+/// `config.max_connections` at once.
 fn accept(
     listener: TcpListener,
     config: Config,
@@ -676,6 +682,7 @@ fn accept(
     log: Sender<Output>,
     stop: Shutdown,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -688,10 +695,22 @@ fn accept(
         if stop.is_triggered() {
             return;
         }
-        let (ingest, log) = (ingest.clone(), log.clone());
+        // Only this loop increments, so the check cannot race another accept.
+        if open.load(Ordering::Acquire) >= config.max_connections {
+            let peer = stream.peer_addr().map_or("?".into(), |a| a.to_string());
+            let why = format!(
+                "refused {peer}: {} connections open",
+                config.max_connections
+            );
+            let _ = log.send(Output::Log(why));
+            continue; // dropping the stream closes it
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let (ingest, log, open) = (ingest.clone(), log.clone(), open.clone());
         let (fields, timeout) = (config.fields.clone(), config.conn_timeout);
         go!(move || {
             let summary = serve_connection(stream, ingest, fields, timeout);
+            open.fetch_sub(1, Ordering::AcqRel);
             let _ = log.send(Output::Log(summary));
         });
     }
@@ -716,6 +735,7 @@ impl Args {
             policy: self.policy,
             buffer: self.buffer as usize,
             conn_timeout: self.conn_timeout,
+            max_connections: self.max_connections as usize,
             fields: Fields {
                 key: self.key.clone(),
                 value: self.value.clone(),
@@ -827,7 +847,7 @@ fn print_totals(t: &Totals, latencies: &mut [Duration], json: bool) {
 mod tests {
     use super::*;
     use may_patterns::runtime::configure_for_tests;
-    use std::io::{Cursor, Write};
+    use std::io::{Cursor, Read, Write};
 
     fn fields() -> Fields {
         Fields {
@@ -851,6 +871,7 @@ mod tests {
             policy: Policy::Block,
             buffer: 64,
             conn_timeout: Duration::from_secs(5),
+            max_connections: 16,
             fields: fields(),
         }
     }
@@ -966,6 +987,39 @@ mod tests {
                 (10, 45.0, 0.0, 9.0, 4.0)
             );
         }
+    }
+
+    #[test]
+    fn a_client_beyond_max_connections_is_closed_and_logged() {
+        configure_for_tests();
+        let shutdown = Shutdown::new();
+        let mut cfg = config(Source::Tcp("127.0.0.1:0".into()));
+        cfg.max_connections = 1;
+        let running = start(cfg, shutdown.clone()).unwrap();
+        let addr = running.local_addr.unwrap();
+        let next_log = || match running.output.recv_timeout(Duration::from_secs(10)) {
+            Ok(Output::Log(line)) => line,
+            Ok(_) => panic!("expected a log line, got a window or the end"),
+            Err(e) => panic!("no log line: {e:?}"),
+        };
+        let held = std::net::TcpStream::connect(addr).unwrap();
+        let mut refused = std::net::TcpStream::connect(addr).unwrap();
+        refused
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(refused.read(&mut byte).unwrap(), 0, "closed by the server");
+        assert!(next_log().contains(": 1 connections open"));
+        drop(held);
+        assert!(next_log().contains("(closed by the client)"));
+        // The slot is free again: a new client is served.
+        let mut third = std::net::TcpStream::connect(addr).unwrap();
+        writeln!(third, r#"{{"ts":1,"sensor":"a","value":1}}"#).unwrap();
+        drop(third);
+        assert!(next_log().ends_with("(closed by the client): 1 lines, 0 malformed"));
+        shutdown.trigger();
+        let (_, _, totals) = collect(&running);
+        assert_eq!(totals.events, 1);
     }
 
     #[test]
