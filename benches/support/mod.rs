@@ -141,6 +141,13 @@ pub fn write_table(chapter: &str, subject: &str, baseline: &str, rows: &[Row]) {
 /// column per `table.columns` entry, then the ratios to the first column.
 /// Leaves the file alone when a row has no result (e.g. a filtered run).
 pub fn write_table_columns(table: &Table, rows: &[Row]) {
+    write_table_file(table, rows, "benchmarks.md");
+}
+
+/// [`write_table_columns`] into `book/<chapter>/<file>`, for a chapter with
+/// more than one table.
+#[allow(dead_code)] // each bench is its own crate; most write one table
+pub fn write_table_file(table: &Table, rows: &[Row], file: &str) {
     let mut text = format!(
         "Measured on {} with `cargo bench --bench {}` (release build, criterion medians), {}.",
         machine(),
@@ -154,7 +161,7 @@ pub fn write_table_columns(table: &Table, rows: &[Row]) {
     for row in rows {
         let Some(medians) = row_medians(table, row) else {
             eprintln!(
-                "no criterion result for `{}`; benchmarks.md left unchanged",
+                "no criterion result for `{}`; {file} left unchanged",
                 row.group
             );
             return;
@@ -164,7 +171,7 @@ pub fn write_table_columns(table: &Table, rows: &[Row]) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("book")
         .join(table.chapter)
-        .join("benchmarks.md");
+        .join(file);
     // A new chapter's folder may not exist yet.
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, text).unwrap();
