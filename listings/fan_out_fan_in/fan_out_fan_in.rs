@@ -236,7 +236,8 @@ pub struct Task {
 
 /// The batch: every `round(1 / skew)`-th task costs 20x the others.
 pub fn make_task(config: &Config, index: usize) -> Task {
-    let heavy = config.skew > 0.0 && index % (1.0 / config.skew).round().max(1.0) as usize == 0;
+    let period = (1.0 / config.skew).round().max(1.0) as usize;
+    let heavy = config.skew > 0.0 && index.is_multiple_of(period);
     let us = if heavy {
         config.task_us * 20
     } else {
@@ -476,7 +477,7 @@ fn distribute(
 ) -> usize {
     for index in 0..config.tasks {
         if let Some((size, gap)) = config.burst {
-            if index > 0 && index % size == 0 {
+            if index > 0 && index.is_multiple_of(size) {
                 may::coroutine::sleep(gap); // the next burst has not arrived yet
             }
         }
@@ -669,15 +670,15 @@ fn start_pool(
             } else {
                 let counts: Vec<_> = (0..n).map(|_| Arc::new(AtomicUsize::new(0))).collect();
                 let mut queues = Vec::new();
-                for id in 0..n {
+                let least_loaded = config.strategy == Strategy::LeastLoaded;
+                for (id, count) in counts.iter().enumerate() {
                     let (tx, rx) = bounded::channel(config.queue);
                     queues.push(tx);
-                    let load =
-                        (config.strategy == Strategy::LeastLoaded).then(|| counts[id].clone());
+                    let load = least_loaded.then(|| count.clone());
                     let (r, s) = (results.clone(), shared.clone());
                     workers.push(shared.live.spawn(move || worker(id, rx, r, s, load, None)));
                 }
-                let outstanding = (config.strategy == Strategy::LeastLoaded).then_some(counts);
+                let outstanding = least_loaded.then_some(counts);
                 Targets::PerWorker {
                     queues,
                     outstanding,
@@ -852,7 +853,7 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "strategy {}, {}; workers: {} started, peak {}, low {}, {} retired idle",
+            "strategy {}, {}; workers: ~{} started, peak ~{}, low ~{}, ~{} retired idle",
             self.strategy
                 .to_possible_value()
                 .expect("no variant is skipped")
@@ -867,14 +868,9 @@ impl std::fmt::Display for Report {
             self.low_workers,
             self.retired
         )?;
-        match (self.per_worker.iter().min(), self.per_worker.iter().max()) {
-            (Some(low), Some(high)) if self.per_worker.len() > 8 => writeln!(
-                f,
-                "tasks per worker: {low} to {high} ({} workers)",
-                self.per_worker.len()
-            )?,
-            _ => writeln!(f, "tasks per worker: {:?}", self.per_worker)?,
-        }
+        let least = self.per_worker.iter().min().unwrap_or(&0);
+        let most = self.per_worker.iter().max().unwrap_or(&0);
+        writeln!(f, "tasks per worker: ~{least} to ~{most}")?;
         if self.ordered {
             writeln!(f, "reorder buffer high water: ~{}", self.reorder_high_water)?;
         }
