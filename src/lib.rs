@@ -3,8 +3,12 @@
 //! Each chapter of the book builds a small, reusable piece here the first time
 //! it is needed, and later chapters call it instead of writing it again:
 //!
+//! - [`backend`]: a scriptable HTTP backend (latency, slow share, failures,
+//!   hangs) for the clients, proxies and load balancers (scatter-gather).
 //! - [`bounded`]: the bounded channel may lacks, so producers feel
 //!   backpressure (the producer-consumer chapter).
+//! - [`http`]: bounded HTTP/1.1 reading and writing with httparse
+//!   (scatter-gather, and every HTTP chapter after it).
 //! - [`pace`]: simulated per-item waits without sub-millisecond coroutine
 //!   sleeps (which may 0.3.51 gets wrong).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
@@ -15,7 +19,9 @@
 //! thread-local storage that may change under it, and must not overflow its
 //! stack. The primer chapter explains both rules; this library obeys them.
 
+pub mod backend;
 pub mod bounded;
+pub mod http;
 pub mod pace;
 pub mod runtime;
 pub mod shutdown;

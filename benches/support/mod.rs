@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Every chapter's criterion settings: 1 s warm-up, 3 s of measurement,
 /// then whatever the command line adds.
+#[allow(dead_code)] // a bench that only writes percentile tables needs no criterion
 pub fn criterion() -> criterion::Criterion {
     criterion::Criterion::default()
         .warm_up_time(std::time::Duration::from_secs(1))

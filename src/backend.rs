@@ -1,0 +1,367 @@
+//! A scriptable HTTP backend for the book's clients, proxies and load
+//! balancers: it answers `GET /search?q=WORD` with a small JSON list of
+//! offers after a latency you choose, and can be slow, fail or hang on a
+//! chosen share of requests.
+//!
+//! Behaviour is deterministic for a given seed: request number `n` (counted
+//! per backend) is slow or failing according to a hash of `(seed, n)`, so a
+//! test scripts "every backend answers in 5 ms, 10% of requests take 100 ms"
+//! and gets the same requests slow on every run.
+//!
+//! While it "works" on a request, the backend waits on the client's socket
+//! with a read timeout equal to the delay. If the client closes the
+//! connection first (a scatter-gather client cancelling a straggler), the
+//! read returns end-of-file at once: the backend counts it in
+//! [`BackendStats::client_gone`] and drops the connection, as a real server
+//! would when its client goes away.
+
+use std::io::{self, BufReader, ErrorKind, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use may::coroutine::JoinHandle;
+use may::go;
+use may::net::{TcpListener, TcpStream};
+
+use crate::http::{self, Limits};
+use crate::shutdown::Shutdown;
+
+/// How a backend behaves.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Appears in every offer as the shop, and in log lines.
+    pub name: String,
+    /// The usual time to answer. Zero, or at least 1 ms.
+    pub latency: Duration,
+    /// Share of requests (0 to 1) that take `slow_latency` instead.
+    pub slow_fraction: f64,
+    pub slow_latency: Duration,
+    /// Share of requests (0 to 1) answered with `500 Internal Server Error`.
+    pub fail_fraction: f64,
+    /// Never answer: wait until the client gives up (or a minute passes).
+    pub hang: bool,
+    /// If not empty, request `n` waits `script[n % script.len()]` instead
+    /// of `latency` / `slow_latency`: "the first request is slow, the
+    /// second fast", exactly.
+    pub script: Vec<Duration>,
+    pub seed: u64,
+    /// Connections served at once; more get `503` at once.
+    pub max_connections: usize,
+}
+
+impl BackendConfig {
+    /// A backend that answers every request after `latency`.
+    pub fn new(name: &str, latency: Duration) -> BackendConfig {
+        BackendConfig {
+            name: name.to_owned(),
+            latency,
+            slow_fraction: 0.0,
+            slow_latency: latency,
+            fail_fraction: 0.0,
+            hang: false,
+            script: Vec::new(),
+            seed: 1,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// What a backend has done so far; shared with whoever started it.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Requests read completely.
+    pub requests: AtomicU64,
+    /// Answered `200`.
+    pub answered: AtomicU64,
+    /// Answered `500` (scripted failure) or `400` (bad request).
+    pub failed: AtomicU64,
+    /// The client closed the connection before its answer was ready.
+    pub client_gone: AtomicU64,
+    /// Connections open right now.
+    pub open: AtomicUsize,
+}
+
+/// A running backend on 127.0.0.1; stopped when dropped.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub stats: Arc<BackendStats>,
+    shutdown: Shutdown,
+    accept: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Backend {
+    /// Bind 127.0.0.1 on an ephemeral port and serve in coroutines.
+    pub fn start(config: BackendConfig) -> io::Result<Backend> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(BackendStats::default());
+        let shutdown = Shutdown::new();
+        let accept = {
+            let (stats, shutdown) = (stats.clone(), shutdown.clone());
+            go!(move || serve(listener, shutdown, config, stats))
+        };
+        Ok(Backend {
+            addr,
+            stats,
+            shutdown,
+            accept: Some(accept),
+        })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        // accept() parks until a client comes: be that client.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+/// Accept connections until `shutdown`; one coroutine per connection.
+pub fn serve(
+    listener: TcpListener,
+    shutdown: Shutdown,
+    config: BackendConfig,
+    stats: Arc<BackendStats>,
+) -> io::Result<()> {
+    let config = Arc::new(config);
+    let counter = Arc::new(AtomicU64::new(0));
+    loop {
+        let (stream, _) = match listener.accept() {
+            Ok(conn) => conn,
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
+            Err(e) => return Err(e),
+        };
+        if shutdown.is_triggered() {
+            return Ok(());
+        }
+        let open = stats.open.fetch_add(1, Ordering::SeqCst) + 1;
+        let (config, stats, counter) = (config.clone(), stats.clone(), counter.clone());
+        go!(move || {
+            if open > config.max_connections {
+                let mut stream = stream;
+                let _ =
+                    http::write_response(&mut stream, 503, "Busy", "text/plain", &[], b"busy\n");
+            } else {
+                let _ = handle(stream, &config, &stats, &counter);
+            }
+            stats.open.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// A number in [0, 1) from `(seed, n, salt)` (SplitMix64).
+fn unit(seed: u64, n: u64, salt: u64) -> f64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
+}
+
+/// One connection, one request.
+fn handle(
+    stream: TcpStream,
+    config: &BackendConfig,
+    stats: &BackendStats,
+    counter: &AtomicU64,
+) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?; // idle clients go
+    let mut reader = BufReader::new(stream);
+    let Some(request) = http::read_request(&mut reader, &Limits::default())? else {
+        return Ok(());
+    };
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let Some(query) = search_query(&request.target) else {
+        stats.failed.fetch_add(1, Ordering::SeqCst);
+        let body = b"expected GET /search?q=WORD (letters, digits, - or _)\n";
+        return http::write_response(
+            reader.get_mut(),
+            400,
+            "Bad Request",
+            "text/plain",
+            &[],
+            body,
+        );
+    };
+    let n = counter.fetch_add(1, Ordering::SeqCst);
+    let delay = if config.hang {
+        Duration::from_secs(60)
+    } else if !config.script.is_empty() {
+        config.script[n as usize % config.script.len()]
+    } else if unit(config.seed, n, 1) < config.slow_fraction {
+        config.slow_latency
+    } else {
+        config.latency
+    };
+    if !delay.is_zero() && client_left_within(reader.get_mut(), delay)? {
+        stats.client_gone.fetch_add(1, Ordering::SeqCst);
+        return Ok(());
+    }
+    let stream = reader.get_mut();
+    if unit(config.seed, n, 2) < config.fail_fraction {
+        stats.failed.fetch_add(1, Ordering::SeqCst);
+        let body = format!("{} failed on purpose\n", config.name);
+        return http::write_response(
+            stream,
+            500,
+            "Internal Server Error",
+            "text/plain",
+            &[],
+            body.as_bytes(),
+        );
+    }
+    let body = offers_json(&config.name, query);
+    http::write_response(stream, 200, "OK", "application/json", &[], body.as_bytes())?;
+    stats.answered.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Wait `delay` on the client's socket: `true` if the client closed it
+/// first. (Bytes the client sends meanwhile are ignored.)
+fn client_left_within(stream: &mut TcpStream, delay: Duration) -> io::Result<bool> {
+    stream.set_read_timeout(Some(delay))?;
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) => return Ok(true),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                return Ok(false)
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `WORD` from `/search?q=WORD`, if it is one of letters, digits, `-`, `_`.
+fn search_query(target: &str) -> Option<&str> {
+    let q = target.strip_prefix("/search?q=")?;
+    let ok = !q.is_empty()
+        && q.len() <= 64
+        && q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then_some(q)
+}
+
+/// Offers for `query`: each backend carries 3 of 5 products (which ones
+/// depends on its name), at its own price, so backends overlap and a merge
+/// has duplicates to remove.
+pub fn offers_json(shop: &str, query: &str) -> String {
+    let shop_hash = shop
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let offers: Vec<String> = (0..5u64)
+        .filter(|k| (shop_hash + k) % 5 < 3)
+        .map(|k| {
+            let price = 1000 + (shop_hash.wrapping_mul(k + 1) % 500);
+            format!(r#"{{"sku":"{query}-{k}","shop":"{shop}","price_cents":{price}}}"#)
+        })
+        .collect();
+    format!(r#"{{"backend":"{shop}","offers":[{}]}}"#, offers.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::configure_for_tests;
+    use std::io::Write;
+    use std::time::Instant;
+
+    fn get(addr: SocketAddr, target: &str) -> http::Response {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        http::write_request(&mut stream, "GET", target, "backend", &[], b"").unwrap();
+        http::read_response(&mut BufReader::new(stream), &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn it_answers_a_search_after_its_latency() {
+        configure_for_tests();
+        let backend =
+            Backend::start(BackendConfig::new("alpha", Duration::from_millis(20))).unwrap();
+        let started = Instant::now();
+        let r = go!(move || get(backend.addr, "/search?q=lamp").body)
+            .join()
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        let text = String::from_utf8(r).unwrap();
+        assert!(
+            text.starts_with(r#"{"backend":"alpha","offers":[{"sku":"lamp-"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_query_gets_400_and_the_share_of_failures_is_as_scripted() {
+        configure_for_tests();
+        let mut config = BackendConfig::new("beta", Duration::ZERO);
+        config.fail_fraction = 0.5;
+        let backend = Backend::start(config).unwrap();
+        let addr = backend.addr;
+        let statuses = go!(move || {
+            let bad = get(addr, "/search?q=a%20b").status;
+            let runs: Vec<u16> = (0..200).map(|_| get(addr, "/search?q=x").status).collect();
+            (bad, runs)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(statuses.0, 400);
+        let failed = statuses.1.iter().filter(|&&s| s == 500).count();
+        assert!((70..130).contains(&failed), "about half of 200: {failed}");
+        assert_eq!(backend.stats.requests.load(Ordering::SeqCst), 201);
+    }
+
+    #[test]
+    fn a_client_that_leaves_is_noticed_at_once() {
+        configure_for_tests();
+        let mut config = BackendConfig::new("gamma", Duration::from_millis(5));
+        config.hang = true;
+        let backend = Backend::start(config).unwrap();
+        let mut client = std::net::TcpStream::connect(backend.addr).unwrap();
+        client
+            .write_all(b"GET /search?q=x HTTP/1.1\r\n\r\n")
+            .unwrap();
+        while backend.stats.requests.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(client);
+        let started = Instant::now();
+        while backend.stats.client_gone.load(Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the close went unnoticed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while backend.stats.open.load(Ordering::SeqCst) > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the connection stayed open"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn backends_overlap_but_differ() {
+        let a = offers_json("alpha", "q");
+        let b = offers_json("beta", "q");
+        assert_ne!(a, b);
+        let skus = |s: &str| {
+            s.split("\"sku\":\"")
+                .skip(1)
+                .map(|p| p.split('"').next().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(skus(&a).len(), 3);
+        assert!(skus(&a).iter().any(|s| skus(&b).contains(s)), "{a} / {b}");
+    }
+}

@@ -1,0 +1,366 @@
+//! Just enough HTTP/1.1 for the book's servers and clients, parsed with
+//! `httparse` and bounded everywhere.
+//!
+//! A message is read from any [`BufRead`] (a `BufReader` over a may
+//! `TcpStream`, so the reads park the coroutine, not the thread): the head
+//! line by line until the blank line, never more than
+//! [`Limits::head_bytes`]; then a body of exactly `Content-Length` bytes,
+//! never more than [`Limits::body_bytes`]. Anything else is an
+//! `io::ErrorKind::InvalidData` error that says what was wrong, and an EOF
+//! before the message is complete is `UnexpectedEof`.
+//!
+//! Not supported, on purpose (the callers do not need them): chunked
+//! transfer encoding, bodies delimited by closing the connection, and
+//! `Expect: 100-continue`. A message that relies on one of them is refused.
+
+use std::io::{self, BufRead, ErrorKind, Read, Write};
+
+/// Bounds on what one message may make us buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The request or status line plus every header line.
+    pub head_bytes: usize,
+    /// How many header lines.
+    pub headers: usize,
+    /// The body, as announced by `Content-Length`.
+    pub body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head_bytes: 8 * 1024,
+            headers: 32,
+            body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A request: method, target (path and query) and headers as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A response: status code, reason phrase, headers, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The value of header `name` (case-insensitive), if present.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn invalid(why: impl Into<String>) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, why.into())
+}
+
+/// Read a head: lines up to and including the first empty one. `Ok(None)`
+/// if the peer closed the connection before sending a byte.
+fn read_head(reader: &mut impl BufRead, limits: &Limits) -> io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let room = limits.head_bytes.saturating_sub(head.len()) as u64;
+        let before = head.len();
+        // `take` bounds a line without a newline, too.
+        let n = reader
+            .by_ref()
+            .take(room + 1)
+            .read_until(b'\n', &mut head)?;
+        if n == 0 {
+            return match head.is_empty() {
+                true => Ok(None),
+                false => Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a message head",
+                )),
+            };
+        }
+        if head.len() > limits.head_bytes {
+            return Err(invalid(format!(
+                "message head longer than {} bytes",
+                limits.head_bytes
+            )));
+        }
+        let line = &head[before..];
+        if line == b"\r\n" || line == b"\n" {
+            return Ok(Some(head));
+        }
+        if !line.ends_with(b"\n") {
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "connection closed in the middle of a message head",
+            ));
+        }
+    }
+}
+
+fn owned_headers(headers: &[httparse::Header<'_>]) -> io::Result<Vec<(String, String)>> {
+    headers
+        .iter()
+        .map(|h| {
+            let value = std::str::from_utf8(h.value)
+                .map_err(|_| invalid(format!("header {} is not UTF-8", h.name)))?;
+            Ok((h.name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// Read the body `headers` announce: `Content-Length` bytes, or none.
+fn read_body(
+    reader: &mut impl BufRead,
+    headers: &[(String, String)],
+    limits: &Limits,
+) -> io::Result<Vec<u8>> {
+    if header(headers, "transfer-encoding").is_some() {
+        return Err(invalid("Transfer-Encoding is not supported"));
+    }
+    let length = match header(headers, "content-length") {
+        None => return Ok(Vec::new()),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| invalid(format!("bad Content-Length: {v:?}")))?,
+    };
+    if length > limits.body_bytes {
+        return Err(invalid(format!(
+            "body of {length} bytes is over the limit of {}",
+            limits.body_bytes
+        )));
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Read one request. `Ok(None)`: the client closed the connection cleanly
+/// between requests.
+pub fn read_request(reader: &mut impl BufRead, limits: &Limits) -> io::Result<Option<Request>> {
+    let Some(head) = read_head(reader, limits)? else {
+        return Ok(None);
+    };
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.headers];
+    let mut parsed = httparse::Request::new(&mut slots);
+    match parsed.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(invalid("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(invalid(format!("more than {} headers", limits.headers)))
+        }
+        Err(e) => return Err(invalid(format!("malformed request: {e}"))),
+    }
+    let headers = owned_headers(parsed.headers)?;
+    let request = Request {
+        method: parsed.method.unwrap_or_default().to_owned(),
+        target: parsed.path.unwrap_or_default().to_owned(),
+        body: read_body(reader, &headers, limits)?,
+        headers,
+    };
+    Ok(Some(request))
+}
+
+/// Read one response. A response must say how long its body is
+/// (`Content-Length`), except one that has no body by definition.
+pub fn read_response(reader: &mut impl BufRead, limits: &Limits) -> io::Result<Response> {
+    let head = read_head(reader, limits)?.ok_or_else(|| {
+        io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        )
+    })?;
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.headers];
+    let mut parsed = httparse::Response::new(&mut slots);
+    match parsed.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(invalid("incomplete response head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(invalid(format!("more than {} headers", limits.headers)))
+        }
+        Err(e) => return Err(invalid(format!("malformed response: {e}"))),
+    }
+    let headers = owned_headers(parsed.headers)?;
+    let status = parsed.code.unwrap_or_default();
+    let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+    if !no_body && header(&headers, "content-length").is_none() {
+        return Err(invalid("response without Content-Length"));
+    }
+    Ok(Response {
+        status,
+        reason: parsed.reason.unwrap_or_default().to_owned(),
+        body: read_body(reader, &headers, limits)?,
+        headers,
+    })
+}
+
+/// Write a request with an optional body; `Host` and `Content-Length` are
+/// added, plus `extra` headers.
+pub fn write_request(
+    writer: &mut impl Write,
+    method: &str,
+    target: &str,
+    host: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n");
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    writer.write_all(head.as_bytes())?;
+    writer.write_all(body)?;
+    writer.flush()
+}
+
+/// Write a response with `Content-Length` and `Content-Type`, plus `extra`
+/// headers.
+pub fn write_response(
+    writer: &mut impl Write,
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    writer.write_all(head.as_bytes())?;
+    writer.write_all(body)?;
+    writer.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    fn request(text: &str) -> io::Result<Option<Request>> {
+        read_request(&mut BufReader::new(text.as_bytes()), &Limits::default())
+    }
+
+    #[test]
+    fn a_request_round_trips_through_write_and_read() {
+        let mut wire = Vec::new();
+        write_request(
+            &mut wire,
+            "POST",
+            "/search?q=x",
+            "h:1",
+            &[("X-Id", "7")],
+            b"hi",
+        )
+        .unwrap();
+        let r = read_request(&mut BufReader::new(&wire[..]), &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.target.as_str()),
+            ("POST", "/search?q=x")
+        );
+        assert_eq!(header(&r.headers, "x-id"), Some("7"));
+        assert_eq!(r.body, b"hi");
+    }
+
+    #[test]
+    fn two_requests_on_one_connection_are_read_one_after_the_other() {
+        let text = "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nContent-Length: 1\r\n\r\nzGET";
+        let mut reader = BufReader::new(text.as_bytes());
+        let limits = Limits::default();
+        let a = read_request(&mut reader, &limits).unwrap().unwrap();
+        let b = read_request(&mut reader, &limits).unwrap().unwrap();
+        assert_eq!((a.target.as_str(), b.target.as_str()), ("/a", "/b"));
+        assert_eq!(b.body, b"z");
+        let third = read_request(&mut reader, &limits).unwrap_err();
+        assert_eq!(third.kind(), ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_response_round_trips_and_needs_a_length() {
+        let mut wire = Vec::new();
+        write_response(&mut wire, 200, "OK", "application/json", &[], b"{}").unwrap();
+        let r = read_response(&mut BufReader::new(&wire[..]), &Limits::default()).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+        let no_length = "HTTP/1.1 200 OK\r\n\r\nbody";
+        let e = read_response(
+            &mut BufReader::new(no_length.as_bytes()),
+            &Limits::default(),
+        );
+        assert!(e.unwrap_err().to_string().contains("Content-Length"));
+    }
+
+    #[test]
+    fn a_clean_close_before_a_request_is_not_an_error() {
+        assert_eq!(request("").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_a_reason() {
+        let cases = [
+            ("NOT HTTP\r\n\r\n", "malformed request"),
+            (
+                "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                "bad Content-Length",
+            ),
+            (
+                "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "not supported",
+            ),
+        ];
+        for (text, why) in cases {
+            let e = request(text).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidData, "{text:?}");
+            assert!(e.to_string().contains(why), "{text:?}: {e}");
+        }
+        let eof = request("GET / HTTP/1.1\r\nHost: a").unwrap_err();
+        assert_eq!(eof.kind(), ErrorKind::UnexpectedEof);
+        let short_body = request("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab").unwrap_err();
+        assert_eq!(short_body.kind(), ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn every_bound_holds() {
+        let limits = Limits {
+            head_bytes: 64,
+            headers: 2,
+            body_bytes: 4,
+        };
+        let read = |text: &str| read_request(&mut BufReader::new(text.as_bytes()), &limits);
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100));
+        assert!(read(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 64"));
+        let endless = "a".repeat(10_000); // no newline at all
+        assert!(read(&endless)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 64"));
+        let many = "GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+        assert!(read(many)
+            .unwrap_err()
+            .to_string()
+            .contains("more than 2 headers"));
+        let big = "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n12345";
+        assert!(read(big)
+            .unwrap_err()
+            .to_string()
+            .contains("over the limit of 4"));
+    }
+}
