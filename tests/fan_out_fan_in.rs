@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 fn binary() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -15,23 +16,8 @@ fn binary() -> &'static PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the example starts");
-    // Bounded: wait_with_output could hang on a stuck program.
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
-    let status = support::wait_bounded(&mut child, std::time::Duration::from_secs(60));
-    Output {
-        status,
-        stdout: out.join().unwrap().into_bytes(),
-        stderr: err.join().unwrap().into_bytes(),
-    }
+    let mut command = Command::new(binary());
+    support::output_bounded(command.args(args), Duration::from_secs(60))
 }
 
 /// `--print` lines (`index worker outcome`) and the JSON summary (last line).

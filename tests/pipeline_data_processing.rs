@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::{build_examples, wait_bounded};
+use support::{build_examples, output_bounded, wait_bounded};
 
 const NAME: &str = "pipeline_data_processing";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -22,14 +22,8 @@ fn sample(name: &str) -> PathBuf {
 
 /// Run the program with `args`, bounded in time; its exit status and output.
 fn pipeline(args: &[&str]) -> Output {
-    let mut child = Command::new(build_examples([NAME]).join(NAME))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the program starts");
-    wait_bounded(&mut child, LIMIT);
-    child.wait_with_output().unwrap()
+    let mut command = Command::new(build_examples([NAME]).join(NAME));
+    output_bounded(command.args(args), LIMIT)
 }
 
 fn json_summary(out: &Output) -> serde_json::Value {

@@ -17,21 +17,8 @@ fn examples() -> &'static PathBuf {
 
 /// Run `scatter_gather` with `args`, bounded in time.
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(examples().join("scatter_gather"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the example starts");
-    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
-    let status = support::wait_bounded(&mut child, Duration::from_secs(30));
-    Output {
-        status,
-        stdout: out.join().unwrap().into_bytes(),
-        stderr: err.join().unwrap().into_bytes(),
-    }
+    let mut command = Command::new(examples().join("scatter_gather"));
+    support::output_bounded(command.args(args), Duration::from_secs(30))
 }
 
 fn json(out: &Output) -> serde_json::Value {

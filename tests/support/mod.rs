@@ -2,7 +2,7 @@
 //! run them, and wait for a process with a bound.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Build the named examples (`cargo test` builds them only in test mode) and
@@ -46,4 +46,26 @@ pub fn interrupt(child: &Child) {
         .status()
         .expect("kill runs");
     assert!(sent.success(), "kill -INT {} failed", child.id());
+}
+
+/// Run `command` to completion with its output captured, as
+/// `Command::output` would, but kill it after `limit`: a stuck program
+/// fails the test instead of hanging it.
+#[allow(dead_code)] // not every test binary that includes this module runs one-shot programs
+pub fn output_bounded(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    // Read both pipes while waiting, so a chatty program cannot block on a full pipe.
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let status = wait_bounded(&mut child, limit);
+    Output {
+        status,
+        stdout: out.join().unwrap().into_bytes(),
+        stderr: err.join().unwrap().into_bytes(),
+    }
 }
