@@ -92,6 +92,11 @@ fn call(
     Ok(answer.offers)
 }
 
+/// How long after the deadline a copy's own socket timeout stops it. The
+/// deadline decides the answer; this only bounds a copy that cancelling
+/// missed, so it never races the deadline (steps 2 and 3 do the same).
+const BACKSTOP: Duration = Duration::from_millis(20);
+
 // ANCHOR: hedged
 /// What a hedged call returns: the result, and whether a second copy was sent.
 #[derive(Debug)]
@@ -114,7 +119,7 @@ fn hedged_call(
     let slots: Vec<Arc<CancelSlot>> = vec![Arc::default(), Arc::default()];
     let attempt = |copy: usize| {
         let (tx, query, slot) = (tx.clone(), query.to_owned(), slots[copy].clone());
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now()) + BACKSTOP;
         go!(move || {
             let _ = tx.send(call(addr, &query, left, &slot));
         })
