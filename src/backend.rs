@@ -224,7 +224,8 @@ fn handle(
 /// Wait `delay` on the client's socket: `true` if the client closed it
 /// first. (Bytes the client sends meanwhile are ignored.)
 fn client_left_within(stream: &mut TcpStream, delay: Duration) -> io::Result<bool> {
-    stream.set_read_timeout(Some(delay))?;
+    // Rounded up: may would read a delay under 1 ms as "no timeout".
+    stream.set_read_timeout(Some(crate::timeout::for_may(delay)))?;
     let mut byte = [0u8; 1];
     loop {
         match stream.read(&mut byte) {

@@ -23,6 +23,11 @@
 //! from coroutines and from OS threads: may's semaphore and channel park
 //! whichever kind of task calls them.
 //!
+//! The timed calls round a coroutine's timeout up to a whole millisecond
+//! ([`crate::timeout::for_may`]): may 0.3.51's own `recv_timeout(500µs)` in a
+//! coroutine never times out. A zero timeout only takes what is ready, as
+//! std's does.
+//!
 //! ```
 //! use may_patterns::bounded::{self, TrySendError};
 //!
@@ -74,6 +79,20 @@ struct Shared {
 }
 
 // ANCHOR_END: shared
+
+/// The timeout to hand may for `timeout`, or `None` for "only what is ready
+/// now". On a coroutine it is rounded up to whole milliseconds (see the
+/// module comment); a thread parks on a condition variable, which takes it
+/// as it is.
+fn may_timeout(timeout: Duration) -> Option<Duration> {
+    if timeout.is_zero() {
+        None
+    } else if may::coroutine::is_coroutine() {
+        Some(crate::timeout::for_may(timeout))
+    } else {
+        Some(timeout)
+    }
+}
 
 impl Shared {
     fn is_closed(&self) -> bool {
@@ -185,7 +204,11 @@ impl<T> Sender<T> {
 
     /// Send `item`, parking at most `timeout` for room.
     pub fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        if !self.shared.free_slots.wait_timeout(timeout) {
+        let got_slot = match may_timeout(timeout) {
+            Some(timeout) => self.shared.free_slots.wait_timeout(timeout),
+            None => self.shared.free_slots.try_wait(),
+        };
+        if !got_slot {
             return Err(if self.shared.is_closed() {
                 SendTimeoutError::Disconnected(item)
             } else {
@@ -277,7 +300,13 @@ impl<T> Receiver<T> {
 
     /// Wait at most `timeout` for the next item.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        let message = self.rx.recv_timeout(timeout)?;
+        let message = match may_timeout(timeout) {
+            Some(timeout) => self.rx.recv_timeout(timeout)?,
+            None => self.rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })?,
+        };
         self.unwrap(message).ok_or(RecvTimeoutError::Disconnected)
     }
 

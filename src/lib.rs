@@ -14,6 +14,8 @@
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
 //! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
 //!   (the primer's echo server, and every server after it).
+//! - [`timeout`]: round a coroutine's timeout up to what may 0.3.51 can keep
+//!   (it ignores one under 1 ms; scatter-gather).
 //!
 //! May's `go!` macro hides an `unsafe` spawn: a coroutine must not touch
 //! thread-local storage that may change under it, and must not overflow its
@@ -25,3 +27,4 @@ pub mod http;
 pub mod pace;
 pub mod runtime;
 pub mod shutdown;
+pub mod timeout;

@@ -41,8 +41,8 @@ impl LatencyWindow {
         }
         let mut sorted: Vec<Duration> = self.recent.iter().copied().collect();
         sorted.sort_unstable();
-        // Never below 1 ms: the hedge is a may sleep, and may 0.3.51
-        // mishandles sub-millisecond coroutine sleeps.
+        // Never below 1 ms: may 0.3.51 times a coroutine's waits in whole
+        // milliseconds, so a shorter hedge delay could not be kept anyway.
         sorted[sorted.len() * 95 / 100].max(Duration::from_millis(1))
     }
 }

@@ -46,9 +46,6 @@ use may_patterns::http::{self, Limits};
 use may_patterns::runtime::{configure_once, Settings};
 use serde::{Deserialize, Serialize};
 
-/// The shortest timed wait made here (see the comment where it is used).
-const MIN_WAIT: Duration = Duration::from_millis(1);
-
 // ANCHOR: cli
 /// Send one query to many HTTP backends at once and merge their offers.
 #[derive(Parser, Debug)]
@@ -282,11 +279,7 @@ pub fn scatter_gather(addrs: &[SocketAddr], config: &QueryConfig) -> Report {
     let mut statuses: Vec<Option<(Status, bool)>> = vec![None; addrs.len()];
     let (mut answered, mut heard, mut offers) = (0, 0, Vec::new());
     while answered < config.quorum && heard < addrs.len() {
-        // Never a sub-millisecond timed wait: may 0.3.51 mishandles those in a
-        // coroutine (the Pacer rule), so the deadline may be up to 1 ms late.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(MIN_WAIT);
+        let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((i, result, hedged, took)) => {
                 heard += 1;

@@ -18,9 +18,6 @@ use may_patterns::http::{self, Limits};
 use may_patterns::runtime::{configure_once, Settings};
 use serde::Deserialize;
 
-/// The shortest timed wait made here (see the comment where it is used).
-const MIN_WAIT: Duration = Duration::from_millis(1);
-
 // ANCHOR: call
 /// One offer, as a backend's JSON has it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -102,11 +99,7 @@ fn scatter_gather(addrs: &[SocketAddr], query: &str, timeout: Duration) -> Gathe
     let mut gathered = Gathered::default();
     let mut pending: Vec<bool> = vec![true; addrs.len()];
     while gathered.answered.len() + gathered.failed.len() < addrs.len() {
-        // Never a sub-millisecond timed wait: may 0.3.51 mishandles those in a
-        // coroutine (the Pacer rule), so the deadline may be up to 1 ms late.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(MIN_WAIT);
+        let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((i, Ok(offers))) => {
                 pending[i] = false;

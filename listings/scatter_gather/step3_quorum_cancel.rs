@@ -21,9 +21,6 @@ use may_patterns::http::{self, Limits};
 use may_patterns::runtime::{configure_once, Settings};
 use serde::Deserialize;
 
-/// The shortest timed wait made here (see the comment where it is used).
-const MIN_WAIT: Duration = Duration::from_millis(1);
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 struct Offer {
     sku: String,
@@ -136,11 +133,7 @@ fn scatter_gather(addrs: &[SocketAddr], query: &str, timeout: Duration, quorum: 
     let mut g = Gathered::default();
     let mut pending = vec![true; addrs.len()];
     while g.answered.len() < quorum && g.answered.len() + g.failed.len() < addrs.len() {
-        // Never a sub-millisecond timed wait: may 0.3.51 mishandles those in a
-        // coroutine (the Pacer rule), so the deadline may be up to 1 ms late.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(MIN_WAIT);
+        let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((i, result)) => {
                 pending[i] = false;

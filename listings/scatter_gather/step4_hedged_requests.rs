@@ -18,9 +18,6 @@ use may_patterns::http::{self, Limits};
 use may_patterns::runtime::{configure_once, Settings};
 use serde::Deserialize;
 
-/// The shortest timed wait made here (see the comment where it is used).
-const MIN_WAIT: Duration = Duration::from_millis(1);
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 struct Offer {
     sku: String,
@@ -135,11 +132,7 @@ fn hedged_call(
     drop(tx);
     let mut outstanding = running.len() - usize::from(result.is_some());
     while outstanding > 0 && !matches!(result, Some(Ok(_))) {
-        // Never a sub-millisecond timed wait: may 0.3.51 mishandles those in a
-        // coroutine (the Pacer rule), so the deadline may be up to 1 ms late.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(MIN_WAIT);
+        let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(r) => {
                 outstanding -= 1;

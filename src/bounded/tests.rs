@@ -93,6 +93,62 @@ fn send_timeout_times_out_on_a_full_channel_and_gives_the_item_back() {
     assert!(started.elapsed() >= Duration::from_millis(30));
 }
 
+/// May's own timed waits ignore a coroutine's timeout under 1 ms (it is
+/// kept in whole milliseconds, and 0 means none); this channel rounds it up.
+/// A rescue 2 s later ends a wait whose timeout did not fire, so a
+/// regression fails here instead of hanging.
+#[test]
+fn sub_millisecond_timeouts_fire_in_a_coroutine() {
+    configure_for_tests();
+    let rescue_after = Duration::from_secs(2);
+    let timeout = Duration::from_micros(300);
+
+    let (tx, rx) = channel::<u8>(1);
+    let receiver = spawn_task(false, move || {
+        let started = Instant::now();
+        (rx.recv_timeout(timeout), started.elapsed())
+    });
+    let send_rescue = std::thread::spawn(move || {
+        std::thread::sleep(rescue_after);
+        let _ = tx.send(1);
+    });
+    let (received, waited) = wait_for(&receiver, "recv_timeout(300 µs)");
+    assert_eq!(received, Err(RecvTimeoutError::Timeout), "after {waited:?}");
+    assert!(waited >= Duration::from_millis(1), "rounded up: {waited:?}");
+
+    let (tx, rx) = channel::<u8>(1);
+    tx.send(0).unwrap(); // full
+    let sender = spawn_task(false, move || {
+        let started = Instant::now();
+        (tx.send_timeout(2, timeout), started.elapsed())
+    });
+    let receive_rescue = std::thread::spawn(move || {
+        std::thread::sleep(rescue_after);
+        rx.recv()
+    });
+    let (sent, waited) = wait_for(&sender, "send_timeout(300 µs)");
+    assert_eq!(sent, Err(SendTimeoutError::Timeout(2)), "after {waited:?}");
+    assert!(waited >= Duration::from_millis(1), "rounded up: {waited:?}");
+    send_rescue.join().unwrap();
+    assert_eq!(receive_rescue.join().unwrap(), Ok(0));
+}
+
+#[test]
+fn a_zero_timeout_takes_only_what_is_ready() {
+    configure_for_tests();
+    let (tx, rx) = channel(1);
+    let task = spawn_task(false, move || {
+        let empty = rx.recv_timeout(Duration::ZERO);
+        tx.send(7).unwrap();
+        let full = tx.send_timeout(8, Duration::ZERO);
+        (empty, full, rx.recv_timeout(Duration::ZERO))
+    });
+    let (empty, full, ready) = wait_for(&task, "zero timeouts");
+    assert_eq!(empty, Err(RecvTimeoutError::Timeout));
+    assert_eq!(full, Err(SendTimeoutError::Timeout(8)));
+    assert_eq!(ready, Ok(7));
+}
+
 #[test]
 fn a_parked_sender_resumes_when_a_slot_frees() {
     configure_for_tests();

@@ -1,0 +1,194 @@
+//! Pitfall: in may 0.3.51, a coroutine's timeout shorter than 1 ms is no
+//! timeout at all.
+//!
+//! may keeps a parked coroutine's timeout, and a socket's read and write
+//! timeouts, as whole milliseconds (`AtomicDuration` stores
+//! `Duration::as_millis()`), and 0 there means "none". So
+//! `recv_timeout(500µs)` in a coroutine waits until a message comes, and a
+//! 500 µs read timeout waits until the peer sends or closes. A deadline loop
+//! that waits for `deadline - now` meets this in its last millisecond.
+//!
+//! Each case below gives up its wait only when `RESCUE` later something
+//! arrives (a message, or the peer closing), so a wait that ignores its
+//! timeout shows as "waited for the rescue" instead of hanging.
+//!
+//! Run it: `cargo run --example pitfall_sub_ms_timeout`.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use may::go;
+use may::net::{TcpListener, TcpStream};
+use may_patterns::bounded;
+use may_patterns::runtime::{configure_once, Settings};
+
+/// When the rescue comes: far longer than any of the timeouts tried.
+const RESCUE: Duration = Duration::from_millis(300);
+
+/// How a timed wait ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// The timeout fired.
+    TimedOut,
+    /// The timeout did not fire: the wait lasted until the rescue.
+    Rescued,
+}
+
+// ANCHOR: cases
+/// One way of waiting: given a timeout, how the wait ended and how long it took.
+type Case = fn(Duration) -> (Ended, Duration);
+
+/// Time `wait`, which returns `true` if its timeout fired.
+fn timed(wait: impl FnOnce() -> bool) -> (Ended, Duration) {
+    let started = Instant::now();
+    let ended = if wait() {
+        Ended::TimedOut
+    } else {
+        Ended::Rescued
+    };
+    (ended, started.elapsed())
+}
+
+/// `recv_timeout(timeout)` on may's own channel, from a coroutine.
+fn may_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
+    go!(move || {
+        let (tx, rx) = may::sync::mpsc::channel::<()>();
+        let rescue = go!(move || {
+            may::coroutine::sleep(RESCUE);
+            let _ = tx.send(());
+        });
+        let result = timed(|| rx.recv_timeout(timeout).is_err());
+        rescue.join().unwrap();
+        result
+    })
+    .join()
+    .unwrap()
+}
+
+/// The same wait on may's channel from an OS thread: a thread parks on a
+/// condition variable, which takes the timeout as it is.
+fn may_channel_on_thread(timeout: Duration) -> (Ended, Duration) {
+    let (tx, rx) = may::sync::mpsc::channel::<()>();
+    let rescue = std::thread::spawn(move || {
+        std::thread::sleep(RESCUE);
+        let _ = tx.send(());
+    });
+    let result = timed(|| rx.recv_timeout(timeout).is_err());
+    rescue.join().unwrap();
+    result
+}
+
+/// The same wait on the book's bounded channel, which rounds a coroutine's
+/// timeout up to the next whole millisecond.
+fn bounded_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
+    go!(move || {
+        let (tx, rx) = bounded::channel::<()>(1);
+        let rescue = go!(move || {
+            may::coroutine::sleep(RESCUE);
+            let _ = tx.send(());
+        });
+        let result = timed(|| rx.recv_timeout(timeout).is_err());
+        rescue.join().unwrap();
+        result
+    })
+    .join()
+    .unwrap()
+}
+
+/// A socket read with a read timeout of `timeout`, from a coroutine, against
+/// a peer that sends nothing and closes after `RESCUE`.
+fn socket_read_in_coroutine(timeout: Duration) -> (Ended, Duration) {
+    go!(move || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent_peer = go!(move || {
+            let (peer, _) = listener.accept().unwrap();
+            may::coroutine::sleep(RESCUE);
+            drop(peer);
+        });
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        // Ok(0) means the peer closed: the rescue, not the timeout.
+        let result = timed(|| stream.read(&mut [0; 16]).is_err());
+        silent_peer.join().unwrap();
+        result
+    })
+    .join()
+    .unwrap()
+}
+// ANCHOR_END: cases
+
+fn main() {
+    configure_once(Settings {
+        workers: 2,
+        stack_words: 0x1000,
+    });
+    let cases: [(&str, Case); 4] = [
+        ("may channel, coroutine", may_channel_in_coroutine),
+        ("may channel, OS thread", may_channel_on_thread),
+        ("bounded channel, coroutine", bounded_channel_in_coroutine),
+        ("socket read, coroutine", socket_read_in_coroutine),
+    ];
+    for (what, case) in cases {
+        for timeout in [Duration::from_micros(500), Duration::from_millis(1)] {
+            let (ended, waited) = case(timeout);
+            let verdict = match ended {
+                Ended::TimedOut => "timed out",
+                Ended::Rescued => "NO TIMEOUT, waited for the rescue",
+            };
+            println!("{what:<27} timeout {timeout:>7?}: {verdict} after {waited:.1?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use may_patterns::runtime::configure_for_tests;
+
+    const SHORT: Duration = Duration::from_micros(500);
+    const ONE_MS: Duration = Duration::from_millis(1);
+
+    /// Slack for a busy machine: a timeout that fired is far below this.
+    const LATE: Duration = Duration::from_millis(150);
+
+    fn timed_out(case: Case, timeout: Duration) {
+        let (ended, waited) = case(timeout);
+        assert_eq!(ended, Ended::TimedOut);
+        assert!(waited >= timeout && waited < LATE, "{waited:?}");
+    }
+
+    fn ignored(case: Case, timeout: Duration) {
+        let (ended, waited) = case(timeout);
+        assert_eq!(ended, Ended::Rescued, "the timeout fired after {waited:?}");
+        assert!(waited >= RESCUE - Duration::from_millis(5), "{waited:?}");
+    }
+
+    #[test]
+    fn a_coroutine_ignores_a_channel_timeout_under_one_millisecond() {
+        configure_for_tests();
+        ignored(may_channel_in_coroutine, SHORT);
+        timed_out(may_channel_in_coroutine, ONE_MS);
+    }
+
+    #[test]
+    fn a_thread_honours_the_same_timeout() {
+        configure_for_tests();
+        timed_out(may_channel_on_thread, SHORT);
+    }
+
+    #[test]
+    fn the_bounded_channel_rounds_the_timeout_up_instead() {
+        configure_for_tests();
+        let (ended, waited) = bounded_channel_in_coroutine(SHORT);
+        assert_eq!(ended, Ended::TimedOut);
+        assert!(waited >= ONE_MS && waited < LATE, "{waited:?}");
+    }
+
+    #[test]
+    fn a_coroutine_ignores_a_socket_timeout_under_one_millisecond() {
+        configure_for_tests();
+        ignored(socket_read_in_coroutine, SHORT);
+        timed_out(socket_read_in_coroutine, ONE_MS);
+    }
+}
