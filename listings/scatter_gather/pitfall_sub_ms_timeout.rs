@@ -49,72 +49,73 @@ fn timed(wait: impl FnOnce() -> bool) -> (Ended, Duration) {
     (ended, started.elapsed())
 }
 
-/// `recv_timeout(timeout)` on may's own channel, from a coroutine.
-fn may_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
+/// In a coroutine, time `wait` while another coroutine runs `rescue` after
+/// `RESCUE`; join both.
+fn in_coroutine(
+    wait: impl FnOnce() -> bool + Send + 'static,
+    rescue: impl FnOnce() + Send + 'static,
+) -> (Ended, Duration) {
     go!(move || {
-        let (tx, rx) = may::sync::mpsc::channel::<()>();
-        let rescue = go!(move || {
+        let rescuer = go!(move || {
             may::coroutine::sleep(RESCUE);
-            let _ = tx.send(());
+            rescue();
         });
-        let result = timed(|| rx.recv_timeout(timeout).is_err());
-        rescue.join().unwrap();
+        let result = timed(wait);
+        rescuer.join().unwrap();
         result
     })
     .join()
     .unwrap()
+}
+
+/// `recv_timeout(timeout)` on may's own channel, from a coroutine.
+fn may_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
+    let (tx, rx) = may::sync::mpsc::channel::<()>();
+    in_coroutine(
+        move || rx.recv_timeout(timeout).is_err(),
+        move || {
+            let _ = tx.send(()); // nobody listens if the wait timed out
+        },
+    )
 }
 
 /// The same wait on may's channel from an OS thread: a thread parks on a
 /// condition variable, which takes the timeout as it is.
 fn may_channel_on_thread(timeout: Duration) -> (Ended, Duration) {
     let (tx, rx) = may::sync::mpsc::channel::<()>();
-    let rescue = std::thread::spawn(move || {
+    let rescuer = std::thread::spawn(move || {
         std::thread::sleep(RESCUE);
-        let _ = tx.send(());
+        let _ = tx.send(()); // nobody listens if the wait timed out
     });
     let result = timed(|| rx.recv_timeout(timeout).is_err());
-    rescue.join().unwrap();
+    rescuer.join().unwrap();
     result
 }
 
 /// The same wait on the book's bounded channel, which rounds a coroutine's
 /// timeout up to the next whole millisecond.
 fn bounded_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
-    go!(move || {
-        let (tx, rx) = bounded::channel::<()>(1);
-        let rescue = go!(move || {
-            may::coroutine::sleep(RESCUE);
-            let _ = tx.send(());
-        });
-        let result = timed(|| rx.recv_timeout(timeout).is_err());
-        rescue.join().unwrap();
-        result
-    })
-    .join()
-    .unwrap()
+    let (tx, rx) = bounded::channel::<()>(1);
+    in_coroutine(
+        move || rx.recv_timeout(timeout).is_err(),
+        move || {
+            let _ = tx.send(()); // nobody listens if the wait timed out
+        },
+    )
 }
 
 /// A socket read with a read timeout of `timeout`, from a coroutine, against
-/// a peer that sends nothing and closes after `RESCUE`.
+/// a peer that sends nothing: the rescue accepts the connection (the kernel
+/// completed it already) and closes it at once.
 fn socket_read_in_coroutine(timeout: Duration) -> (Ended, Duration) {
-    go!(move || {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let silent_peer = go!(move || {
-            let (peer, _) = listener.accept().unwrap();
-            may::coroutine::sleep(RESCUE);
-            drop(peer);
-        });
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(timeout)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    in_coroutine(
         // Ok(0) means the peer closed: the rescue, not the timeout.
-        let result = timed(|| stream.read(&mut [0; 16]).is_err());
-        silent_peer.join().unwrap();
-        result
-    })
-    .join()
-    .unwrap()
+        move || stream.read(&mut [0; 16]).is_err(),
+        move || drop(listener.accept().unwrap()),
+    )
 }
 // ANCHOR_END: cases
 
