@@ -119,6 +119,11 @@ fn main() {
         stack_words: 0x1000,
     });
     let base = Duration::from_micros(500);
+    // The first batch in a process also pays for starting may (its worker
+    // and timer threads) and for allocating the first coroutine stacks,
+    // which later batches take from may's pool: about 10 ms in a debug
+    // build. One unmeasured batch first, so the table compares strategies.
+    run(Strategy::Shared, 200, 4, base, 0);
     for (workload, period) in [("uniform", 0), ("every 4th task 20x", 4)] {
         for strategy in [
             Strategy::Shared,
