@@ -14,6 +14,8 @@
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
 //! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
 //!   (the primer's echo server, and every server after it).
+//! - [`stage`]: run a chain's middle stages on worker coroutines, timed and
+//!   counted (the multi-stage chapter; the data pipeline reuses it).
 //! - [`timeout`]: round a coroutine's timeout up to what may 0.3.51 can keep
 //!   (it ignores one under 1 ms; scatter-gather).
 //!
@@ -27,4 +29,5 @@ pub mod http;
 pub mod pace;
 pub mod runtime;
 pub mod shutdown;
+pub mod stage;
 pub mod timeout;

@@ -47,13 +47,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use may::coroutine::JoinHandle;
 use may::go;
 use may::net::TcpListener;
 use may_patterns::bounded::{self, Receiver, Sender};
+use may_patterns::json::check_depth;
 use may_patterns::pace::Pacer;
 use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::shutdown::Shutdown;
+use may_patterns::stage::{timed, Outcome, Stage, StageStats};
 use serde::{Deserialize, Serialize};
 use tempfile::{NamedTempFile, TempPath};
 
@@ -161,8 +162,16 @@ struct JsonOrder {
     ordered_at: String,
 }
 
+/// How deep a JSON Lines record may nest. A record is one flat object
+/// (depth 1); the rest leaves room for extra fields, which are skipped. The
+/// parse coroutines have 32 KiB stacks, and serde_json builds `amount` (a
+/// `Value`) by recursion: a debug build overflowed at depth 16. A deeper
+/// line is rejected unparsed.
+pub const MAX_DEPTH: usize = 8;
+
 /// Parse one JSON Lines record (one JSON object per line).
 pub fn parse_json(line: &Line) -> Result<RawOrder, String> {
+    check_depth(line.text.as_bytes(), MAX_DEPTH).map_err(|err| format!("invalid JSON: {err}"))?;
     let json: JsonOrder =
         serde_json::from_str(&line.text).map_err(|err| format!("invalid JSON: {err}"))?;
     let amount = match &json.amount {
@@ -419,64 +428,39 @@ fn fatal<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> Fatal +
 /// What travels between two stages: a record, or why it was rejected.
 pub type Item<T> = Result<T, Reject>;
 
-// ANCHOR: stats
-/// One stage's numbers, summed over its workers.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct StageStats {
-    pub name: &'static str,
-    pub workers: usize,
-    /// Records that came in (for the reader: lines read).
-    pub records_in: u64,
-    /// Good records passed on (for the writer: records written).
-    pub records_out: u64,
-    /// Records this stage rejected (rejects from earlier stages pass through
-    /// and are counted where they were made).
-    pub rejected: u64,
-    /// Doing its own work, including its own I/O.
-    #[serde(serialize_with = "as_ms")]
-    pub busy: Duration,
-    /// Parked in `send` on a full queue: backpressure from downstream.
-    #[serde(serialize_with = "as_ms")]
-    pub blocked: Duration,
-    /// Parked in `recv` on an empty queue: upstream was slower.
-    #[serde(serialize_with = "as_ms")]
-    pub starved: Duration,
-    /// The deepest its input queue got (the reader has none).
-    pub queue_high_water: Option<usize>,
-}
-
 fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
-impl StageStats {
-    fn new(name: &'static str, workers: usize) -> StageStats {
-        StageStats {
-            name,
-            workers,
-            ..StageStats::default()
-        }
+/// The stages' numbers as `--json` prints them (durations in ms). The
+/// numbers themselves are `may_patterns::stage::StageStats`, which has no
+/// serde dependency.
+fn stages_as_json<S: serde::Serializer>(stages: &[StageStats], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Stage {
+        name: &'static str,
+        workers: usize,
+        records_in: u64,
+        records_out: u64,
+        rejected: u64,
+        busy: f64,
+        blocked: f64,
+        starved: f64,
+        queue_high_water: Option<usize>,
     }
-
-    fn add(&mut self, other: &StageStats) {
-        self.records_in += other.records_in;
-        self.records_out += other.records_out;
-        self.rejected += other.rejected;
-        self.busy += other.busy;
-        self.blocked += other.blocked;
-        self.starved += other.starved;
-        self.queue_high_water = self.queue_high_water.max(other.queue_high_water);
-    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    s.collect_seq(stages.iter().map(|st| Stage {
+        name: st.name,
+        workers: st.workers,
+        records_in: st.items_in,
+        records_out: st.items_out,
+        rejected: st.rejected_total(),
+        busy: ms(st.busy),
+        blocked: ms(st.blocked),
+        starved: ms(st.starved),
+        queue_high_water: st.input_high_water,
+    }))
 }
-
-/// Run `f`, adding the time it took to `total`.
-fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
-    let started = Instant::now();
-    let result = f();
-    *total += started.elapsed();
-    result
-}
-// ANCHOR_END: stats
 
 // ANCHOR: read_lines
 /// Read numbered lines from `source` and hand each to `emit` (which returns
@@ -525,11 +509,11 @@ fn read_lines(
                 reason: "line is not UTF-8".to_string(),
             }),
         };
-        stats.records_in += 1;
+        stats.items_in += 1;
         if item.is_ok() {
-            stats.records_out += 1;
+            stats.items_out += 1;
         } else {
-            stats.rejected += 1;
+            stats.reject("unreadable line");
         }
         if !emit(item, stats) {
             return Ok(false); // the writer failed: it will say why
@@ -693,60 +677,20 @@ fn accept_one(
 // ANCHOR_END: readers
 
 // ANCHOR: stages
-/// Start `workers` coroutines that share one middle stage: each holds a
-/// clone of the input receiver (a record goes to exactly one of them) and
-/// of the output sender (the next stage's input ends when the last worker
-/// has finished), and its own `work` from `make_work`. Rejects from earlier
-/// stages pass through untouched.
-fn spawn_stage<I, O, W>(
-    name: &'static str,
-    workers: usize,
-    input: Receiver<Item<I>>,
-    output: Sender<Item<O>>,
-    make_work: impl Fn() -> W,
-) -> Vec<JoinHandle<StageStats>>
-where
-    I: Send + 'static,
-    O: Send + 'static,
-    W: FnMut(I) -> Item<O> + Send + 'static,
-{
-    (0..workers)
-        .map(|_| {
-            let (input, output, mut work) = (input.clone(), output.clone(), make_work());
-            go!(move || {
-                let mut stats = StageStats::new(name, 1);
-                while let Ok(item) = timed(&mut stats.starved, || input.recv()) {
-                    let item = match item {
-                        Ok(record) => {
-                            stats.records_in += 1;
-                            let done = timed(&mut stats.busy, || work(record));
-                            match done {
-                                Ok(_) => stats.records_out += 1,
-                                Err(_) => stats.rejected += 1,
-                            }
-                            done
-                        }
-                        Err(reject) => Err(reject),
-                    };
-                    if timed(&mut stats.blocked, || output.send(item)).is_err() {
-                        break; // the writer failed: it will say why
-                    }
-                }
-                stats.queue_high_water = Some(input.high_water());
-                stats
-            })
-        })
-        .collect()
-    // `input` and `output` drop here, so only the workers hold them.
-}
-
-/// Wait for a stage's workers and add up their numbers.
-fn join_stage(name: &'static str, workers: Vec<JoinHandle<StageStats>>) -> StageStats {
-    let mut total = StageStats::new(name, workers.len());
-    for worker in workers {
-        total.add(&worker.join().expect("a stage worker panicked"));
+/// Fit a stage's work to `may_patterns::stage`: a record is this stage's to
+/// count; a reject it makes is counted here and still sent on, to the
+/// writer's reject file; an earlier stage's reject passes through.
+fn counted<I, O>(mut work: impl FnMut(I) -> Item<O>) -> impl FnMut(Item<I>) -> Outcome<Item<O>> {
+    move |item| match item {
+        Err(earlier) => Outcome::PassOn(Err(earlier)),
+        Ok(record) => match work(record) {
+            Ok(out) => Outcome::Out(Ok(out)),
+            Err(reject) => Outcome::Rejected {
+                reason: "invalid record",
+                pass_on: Some(Err(reject)),
+            },
+        },
     }
-    total
 }
 
 fn parse_stage(format: Format) -> impl FnMut(Line) -> Item<RawOrder> {
@@ -1008,12 +952,12 @@ impl Writer {
         let started = Instant::now();
         let result = match &item {
             Ok(order) => {
-                self.stats.records_in += 1;
+                self.stats.items_in += 1;
                 match &mut self.records {
                     RecordSink::File(file) => file.write(order),
                     RecordSink::Sqlite(db) => db.write(order),
                 }
-                .map(|()| self.stats.records_out += 1)
+                .map(|()| self.stats.items_out += 1)
             }
             Err(reject) => self
                 .rejects
@@ -1069,7 +1013,7 @@ fn drain(mut writer: Writer, input: Receiver<Item<CleanOrder>>) -> Written {
         writer.write(item)?;
     }
     writer.stats.starved = starved;
-    writer.stats.queue_high_water = Some(input.high_water());
+    writer.stats.input_high_water = Some(input.high_water());
     writer.finish()
 }
 // ANCHOR_END: writer
@@ -1087,16 +1031,17 @@ pub fn run(config: Config, shutdown: &Shutdown) -> Result<Summary, Fatal> {
 
     let limits = config.limits();
     let reader = spawn_reader(config.input, limits, shutdown.clone(), lines_tx);
-    let parse = spawn_stage("parse", n, lines_rx, raw_tx, || parse_stage(format));
-    let transform = spawn_stage("transform", n, raw_rx, orders_tx, || transform_stage(costs));
-    let validate = spawn_stage("validate", n, orders_rx, clean_tx, || validate_stage);
+    let parse = Stage::new("parse", n).spawn(lines_rx, raw_tx, || counted(parse_stage(format)));
+    let transform =
+        Stage::new("transform", n).spawn(raw_rx, orders_tx, || counted(transform_stage(costs)));
+    let validate = Stage::new("validate", n).spawn(orders_rx, clean_tx, || counted(validate_stage));
     let writer = thread::spawn(move || drain(writer, clean_rx));
 
     let (read, read_stats) = reader();
     let mut stages = vec![read_stats];
-    stages.push(join_stage("parse", parse));
-    stages.push(join_stage("transform", transform));
-    stages.push(join_stage("validate", validate));
+    stages.push(parse.join());
+    stages.push(transform.join());
+    stages.push(validate.join());
     // The writer's error first: when it fails, the others only see their
     // sends fail. Any error drops the pending output, which deletes it.
     let (pending, write_stats, rejects_written) = writer.join().expect("the writer panicked")?;
@@ -1177,6 +1122,7 @@ pub struct Summary {
     #[serde(serialize_with = "as_ms")]
     pub elapsed: Duration,
     pub records_per_s: f64,
+    #[serde(serialize_with = "stages_as_json")]
     pub stages: Vec<StageStats>,
 }
 
@@ -1188,8 +1134,8 @@ impl Summary {
         started: Instant,
     ) -> Summary {
         let elapsed = started.elapsed();
-        let read = stages[0].records_in;
-        let written = stages.last().map_or(0, |w| w.records_out);
+        let read = stages[0].items_in;
+        let written = stages.last().map_or(0, |w| w.items_out);
         Summary {
             read,
             written,
@@ -1218,11 +1164,11 @@ impl Summary {
         println!("stage      workers     in    out  rejected");
         for s in &self.stages {
             let queue = s
-                .queue_high_water
+                .input_high_water
                 .map_or(String::new(), |q| format!(", queue max ~{q}"));
             println!(
                 "{:<10} {:>7} {:>6} {:>6} {:>9}  busy {:.1?}, blocked {:.1?}, starved {:.1?}{queue}",
-                s.name, s.workers, s.records_in, s.records_out, s.rejected, s.busy, s.blocked, s.starved
+                s.name, s.workers, s.items_in, s.items_out, s.rejected_total(), s.busy, s.blocked, s.starved
             );
         }
         println!(
