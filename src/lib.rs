@@ -3,8 +3,12 @@
 //! Each chapter of the book builds a small, reusable piece here the first time
 //! it is needed, and later chapters call it instead of writing it again:
 //!
+//! - [`accept`]: wake a parked accept loop when its server is told to stop
+//!   (the primer's echo server, and every server after it).
 //! - [`backend`]: a scriptable HTTP backend (latency, slow share, failures,
 //!   hangs) for the clients, proxies and load balancers (scatter-gather).
+//! - [`blocking`]: run blocking calls on a small pool of OS threads while the
+//!   calling coroutine parks (the primer).
 //! - [`bounded`]: the bounded channel may lacks, so producers feel
 //!   backpressure (the producer-consumer chapter).
 //! - [`http`]: bounded HTTP/1.1 reading and writing with httparse
@@ -23,7 +27,9 @@
 //! thread-local storage that may change under it, and must not overflow its
 //! stack. The primer chapter explains both rules; this library obeys them.
 
+pub mod accept;
 pub mod backend;
+pub mod blocking;
 pub mod bounded;
 pub mod http;
 pub mod pace;
