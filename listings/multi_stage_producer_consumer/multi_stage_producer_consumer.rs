@@ -49,9 +49,8 @@ use may_patterns::stage::{timed, Outcome, Stage, StageStats};
 /// Run records through read -> parse -> enrich -> write, four stages joined by
 /// bounded queues, and report where the time went and where every record ended.
 ///
-/// Stage waits are whole milliseconds: they are may sleeps, and may 0.3.51
-/// can corrupt memory in debug builds when coroutines sleep for less than a
-/// millisecond.
+/// Stage waits are whole milliseconds: they are may sleeps, and short may
+/// sleeps can corrupt may 0.3.51's heap (see the book's Pitfalls reference).
 #[derive(Parser, Debug)]
 #[command(name = "multi_stage_producer_consumer")]
 struct Args {

@@ -47,8 +47,7 @@ struct Costs {
     write: Duration,
 }
 
-/// Whole milliseconds only: may 0.3.51 can corrupt memory in debug builds
-/// when coroutines sleep for less than a millisecond (see the chapter).
+/// Whole milliseconds: short may sleeps can corrupt may 0.3.51's heap (book: Pitfalls reference).
 const COSTS: Costs = Costs {
     read: Duration::from_millis(1),
     parse_kib: 4,

@@ -1,12 +1,10 @@
-//! Step 4: stop cleanly, and lose nothing. A stop signal makes the source stop
-//! reading; every stage then drains its input and ends when its input
-//! closes. A malformed record is rejected and counted with its reason, and
-//! the chain goes on. A fatal error in the sink ends the sink, which drops its
-//! receiver: sends into it fail and hand the record back, so each stage
-//! upstream counts it as abandoned and stops in turn. At the end, every
-//! record read is written, rejected, or abandoned, and the books balance.
+//! Step 6: the books of the whole chain. Step 5's three ways to stop, and
+//! where every record read is at the end: written, rejected, or abandoned,
+//! either in a stage's hand or still in a queue when the stage reading that
+//! queue stopped. The books balance for every way of stopping, and a shorter
+//! queue abandons less when the sink fails.
 //!
-//! Run it: `cargo run --example step4_stop_and_errors`
+//! Run it: `cargo run --example step6_record_books`
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,8 +51,7 @@ struct Costs {
     write: Duration,
 }
 
-/// Whole milliseconds only: may 0.3.51 can corrupt memory in debug builds
-/// when coroutines sleep for less than a millisecond (see the chapter).
+/// Whole milliseconds: short may sleeps can corrupt may 0.3.51's heap (book: Pitfalls reference).
 const COSTS: Costs = Costs {
     read: Duration::from_millis(1),
     parse_kib: 4,
@@ -267,7 +264,7 @@ struct Stage {
     peak_working: Arc<AtomicUsize>,
 }
 
-/// Start `workers` coroutines sharing one stage (see step 3).
+/// Start `workers` coroutines sharing one stage (see step 4).
 fn spawn_stage<I, O, W>(workers: usize, input: Receiver<I>, output: Sender<O>, work: W) -> Stage
 where
     I: Send + 'static,
@@ -533,6 +530,13 @@ fn main() {
         ..no_faults
     };
     run_pipeline(config(10_000, failing_sink), &Shutdown::new()).print(true);
+
+    println!("the same failure with queues of 1 slot instead of 8:");
+    let short_queues = Config {
+        capacity: 1,
+        ..config(10_000, failing_sink)
+    };
+    run_pipeline(short_queues, &Shutdown::new()).print(true);
 }
 // ANCHOR_END: main
 
@@ -659,6 +663,28 @@ mod tests {
         assert!(report.abandoned() >= 1);
         assert!(report.conserved(), "every stage balances its books");
         assert_no_duplicates(&report);
+    }
+
+    #[test]
+    fn a_fatal_error_leaves_at_most_a_full_queue_between_two_stages() {
+        configure_for_tests();
+        let faults = Faults {
+            sink_fails_after: Some(10),
+            ..Faults::default()
+        };
+        for capacity in [1, 4] {
+            let cfg = Config {
+                capacity,
+                ..config(100_000, faults)
+            };
+            let report = run_within_10s(cfg, Shutdown::new());
+            assert!(report.conserved());
+            // Three queues between four stages, none holds more than `capacity`.
+            assert!(
+                report.left_in_queues() <= 3 * capacity as u64,
+                "capacity {capacity}"
+            );
+        }
     }
 
     #[test]

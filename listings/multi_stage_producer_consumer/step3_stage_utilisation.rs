@@ -1,15 +1,12 @@
-//! Step 3: give the slow stage more workers. Several coroutines share one
-//! stage by cloning its input `Receiver` and output `Sender`; each record
-//! goes to exactly one of them. The run is measured with one enrich worker,
-//! then with four, and the bottleneck moves.
+//! Step 3: measure each stage. Every stage times what it does with its
+//! time: working, waiting for input (starved), or waiting for room downstream
+//! (blocked); each queue reports the deepest it got. The stage that works
+//! nearly all the time, with a full queue in front of it, is the bottleneck.
 //!
-//! Run it: `cargo run --example step3_scale_slow_stage`
+//! Run it: `cargo run --example step3_stage_utilisation`
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use may::coroutine::JoinHandle;
 use may::go;
 use may_patterns::bounded::{self, Receiver, Sender};
 use may_patterns::runtime::{configure_once, Settings};
@@ -48,8 +45,7 @@ struct Costs {
     write: Duration,
 }
 
-/// Whole milliseconds only: may 0.3.51 can corrupt memory in debug builds
-/// when coroutines sleep for less than a millisecond (see the chapter).
+/// Whole milliseconds: short may sleeps can corrupt may 0.3.51's heap (book: Pitfalls reference).
 const COSTS: Costs = Costs {
     read: Duration::from_millis(1),
     parse_kib: 4,
@@ -109,6 +105,7 @@ fn write(record: Enriched, cost: Duration) -> (u64, usize) {
     (order.id, out.len())
 }
 
+// ANCHOR: stats
 /// Where one stage's time went, and how deep its input queue got.
 #[derive(Debug, Default)]
 struct StageStats {
@@ -122,9 +119,6 @@ struct StageStats {
     blocked: Duration,
     /// The deepest its input queue got (the source has no input queue).
     input_high_water: Option<usize>,
-    /// Coroutines sharing the stage, and the most that were working at once.
-    workers: usize,
-    peak_working: usize,
 }
 
 /// Run `f`, adding the time it took to `total`.
@@ -134,7 +128,9 @@ fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
     *total += started.elapsed();
     result
 }
+// ANCHOR_END: stats
 
+// ANCHOR: stages
 /// The first stage: make `items` records, send each on.
 fn source<O>(items: u64, output: Sender<O>, make: impl Fn(u64) -> O) -> StageStats {
     let mut stats = StageStats::default();
@@ -171,6 +167,7 @@ fn sink<I>(input: Receiver<I>, mut consume: impl FnMut(I)) -> StageStats {
     stats.input_high_water = Some(input.high_water());
     stats
 }
+// ANCHOR_END: stages
 
 /// One finished run: how long it took, each stage's numbers, what was written.
 struct Run {
@@ -180,80 +177,8 @@ struct Run {
     written: Vec<u64>,
 }
 
-// ANCHOR: spawn_stage
-/// A middle stage run by several worker coroutines.
-struct Stage {
-    workers: Vec<JoinHandle<StageStats>>,
-    peak_working: Arc<AtomicUsize>,
-}
-
-/// Start `workers` coroutines that share one stage: each gets a clone of the
-/// input receiver (a record goes to exactly one of them) and of the output
-/// sender (the next stage's input ends when the last worker has finished).
-fn spawn_stage<I, O, W>(workers: usize, input: Receiver<I>, output: Sender<O>, work: W) -> Stage
-where
-    I: Send + 'static,
-    O: Send + 'static,
-    W: Fn(I) -> O + Clone + Send + 'static,
-{
-    let working = Arc::new(AtomicUsize::new(0));
-    let peak_working = Arc::new(AtomicUsize::new(0));
-    let workers = (0..workers)
-        .map(|_| {
-            let (input, output, work) = (input.clone(), output.clone(), work.clone());
-            let (working, peak) = (working.clone(), peak_working.clone());
-            go!(move || {
-                relay(input, output, move |item| {
-                    let now = working.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, Ordering::SeqCst);
-                    let out = work(item);
-                    working.fetch_sub(1, Ordering::SeqCst);
-                    out
-                })
-            })
-        })
-        .collect();
-    // `input` and `output` drop here, so only the workers hold the channels:
-    // a clone kept here would keep the next stage waiting for input forever.
-    Stage {
-        workers,
-        peak_working,
-    }
-}
-
-impl Stage {
-    /// Wait for every worker; add up their numbers.
-    fn join(self) -> StageStats {
-        let mut total = StageStats {
-            workers: self.workers.len(),
-            ..StageStats::default()
-        };
-        for worker in self.workers {
-            let s = worker.join().expect("a stage worker panicked");
-            total.items_in += s.items_in;
-            total.items_out += s.items_out;
-            total.busy += s.busy;
-            total.starved += s.starved;
-            total.blocked += s.blocked;
-            total.input_high_water = total.input_high_water.max(s.input_high_water);
-        }
-        total.peak_working = self.peak_working.load(Ordering::SeqCst);
-        total
-    }
-}
-// ANCHOR_END: spawn_stage
-
-/// A single coroutine's numbers, as a one-worker stage.
-fn single(stats: StageStats) -> StageStats {
-    StageStats {
-        workers: 1,
-        peak_working: 1,
-        ..stats
-    }
-}
-
 // ANCHOR: pipeline
-fn run_pipeline(items: u64, capacity: usize, enrich_workers: usize, costs: Costs) -> Run {
+fn run_pipeline(items: u64, capacity: usize, costs: Costs) -> Run {
     let started = Instant::now();
     let (lines_tx, lines_rx) = bounded::channel::<Line>(capacity);
     let (orders_tx, orders_rx) = bounded::channel::<Order>(capacity);
@@ -261,10 +186,7 @@ fn run_pipeline(items: u64, capacity: usize, enrich_workers: usize, costs: Costs
 
     let reader = go!(move || source(items, lines_tx, |id| read_line(id, costs.read)));
     let parser = go!(move || relay(lines_rx, orders_tx, |l| parse(l, costs.parse_kib)));
-    let enricher = spawn_stage(enrich_workers, orders_rx, enriched_tx, move |o| {
-        enrich(o, costs.enrich)
-    });
-    // ANCHOR_END: pipeline
+    let enricher = go!(move || relay(orders_rx, enriched_tx, |o| enrich(o, costs.enrich)));
     let writer = go!(move || {
         let mut written = Vec::new();
         let stats = sink(enriched_rx, |record| {
@@ -273,49 +195,36 @@ fn run_pipeline(items: u64, capacity: usize, enrich_workers: usize, costs: Costs
         (stats, written)
     });
 
-    let read_stats = single(reader.join().expect("the reader panicked"));
-    let parse_stats = single(parser.join().expect("the parser panicked"));
-    let enrich_stats = enricher.join();
+    let mut stages = Vec::new();
+    for (name, stage) in [("read", reader), ("parse", parser), ("enrich", enricher)] {
+        stages.push((name, stage.join().expect("a stage panicked")));
+    }
     let (write_stats, written) = writer.join().expect("the writer panicked");
+    stages.push(("write", write_stats));
     Run {
         elapsed: started.elapsed(),
         capacity,
-        stages: vec![
-            ("read", read_stats),
-            ("parse", parse_stats),
-            ("enrich", enrich_stats),
-            ("write", single(write_stats)),
-        ],
+        stages,
         written,
     }
 }
+// ANCHOR_END: pipeline
 
+// ANCHOR: report
 /// `part` as a percentage of `whole`.
 fn pct(part: Duration, whole: Duration) -> f64 {
     100.0 * part.as_secs_f64() / whole.as_secs_f64()
 }
 
-// ANCHOR: report
 impl Run {
-    /// A stage's share of the time its workers had: `busy 100%` means every
-    /// worker of the stage worked for the whole run.
-    fn share(&self, stats: &StageStats, time: Duration) -> f64 {
-        pct(time, self.elapsed) / stats.workers as f64
-    }
-
-    /// The stage whose workers spent the largest share of the run working.
+    /// The stage that spent the largest share of the run working.
     fn bottleneck(&self) -> &'static str {
-        let busy_share = |s: &StageStats| self.share(s, s.busy);
         let busiest = self
             .stages
             .iter()
-            .max_by(|(_, a), (_, b)| busy_share(a).total_cmp(&busy_share(b)))
+            .max_by_key(|(_, stats)| stats.busy)
             .expect("a pipeline has stages");
         busiest.0
-    }
-
-    fn throughput(&self) -> f64 {
-        self.written.len() as f64 / self.elapsed.as_secs_f64()
     }
 
     fn print(&self) {
@@ -325,12 +234,10 @@ impl Run {
                 None => String::new(),
             };
             println!(
-                "  {name:<6} x{} busy {:.1}%, starved {:.1}%, blocked {:.1}%{queue}, working at once ~{}",
-                s.workers,
-                self.share(s, s.busy),
-                self.share(s, s.starved),
-                self.share(s, s.blocked),
-                s.peak_working,
+                "  {name:<6} busy {:.1}%, starved {:.1}%, blocked {:.1}%{queue}",
+                pct(s.busy, self.elapsed),
+                pct(s.starved, self.elapsed),
+                pct(s.blocked, self.elapsed),
             );
         }
         println!("  bottleneck: {}", self.bottleneck());
@@ -338,37 +245,29 @@ impl Run {
 }
 // ANCHOR_END: report
 
-// ANCHOR: main
 fn main() {
     configure_once(Settings {
         workers: 2,
         stack_words: 0x1000,
     });
     let items = 100;
-    let mut throughputs = Vec::new();
-    for enrich_workers in [1, 4] {
-        let run = run_pipeline(items, 8, enrich_workers, COSTS);
-        println!(
-            "{enrich_workers} enrich worker(s): {} records in {:.1?} (~{:.0} records/s)",
-            run.written.len(),
-            run.elapsed,
-            run.throughput()
-        );
-        run.print();
-        throughputs.push(run.throughput());
-    }
+    let run = run_pipeline(items, 8, COSTS);
     println!(
-        "4 enrich workers instead of 1: throughput x~{:.1}",
-        throughputs[1] / throughputs[0]
+        "{} records in {:.1?} (~{:.0} records/s), queues of {} slots:",
+        run.written.len(),
+        run.elapsed,
+        items as f64 / run.elapsed.as_secs_f64(),
+        run.capacity
     );
+    run.print();
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use may_patterns::runtime::configure_for_tests;
 
+    /// Enrich is four times slower than every other stage.
     const SLOW_ENRICH: Costs = Costs {
         read: Duration::from_millis(1),
         parse_kib: 1,
@@ -391,33 +290,32 @@ mod tests {
     }
 
     #[test]
-    fn several_workers_write_every_record_exactly_once() {
+    fn every_stage_counts_every_record_in_and_out() {
         configure_for_tests();
-        let run = within_10s(|| run_pipeline(40, 4, 3, SLOW_ENRICH));
-        // Several workers finish in any order: compare as sets.
-        let mut ids = run.written.clone();
-        ids.sort_unstable();
-        assert_eq!(ids, (0..40).collect::<Vec<u64>>());
-        let enrich = stage(&run, "enrich");
-        assert_eq!((enrich.items_in, enrich.items_out), (40, 40));
+        let run = within_10s(|| run_pipeline(30, 4, SLOW_ENRICH));
+        assert_eq!(run.written, (0..30).collect::<Vec<u64>>());
+        for (name, stats) in &run.stages {
+            assert_eq!((stats.items_in, stats.items_out), (30, 30), "{name}");
+        }
     }
 
     #[test]
-    fn the_workers_of_the_slow_stage_really_work_at_the_same_time() {
+    fn the_slow_stage_is_found_with_a_full_queue_in_front_of_it() {
         configure_for_tests();
-        // A structural fact, not a timing: with its queue full, more than one
-        // enrich worker is inside its 4 ms wait at the same moment.
-        let run = within_10s(|| run_pipeline(40, 4, 4, SLOW_ENRICH));
-        let enrich = stage(&run, "enrich");
-        assert_eq!(enrich.workers, 4);
-        assert!(enrich.peak_working > 1, "peak {}", enrich.peak_working);
-        assert!(enrich.peak_working <= 4);
+        let run = within_10s(|| run_pipeline(30, 4, SLOW_ENRICH));
+        assert_eq!(run.bottleneck(), "enrich");
+        // The reader outruns enrich, so enrich's queue fills up...
+        assert_eq!(stage(&run, "enrich").input_high_water, Some(4));
+        // ...and the stages in front of it spend time parked in `send`.
+        assert!(stage(&run, "read").blocked > Duration::ZERO);
     }
 
     #[test]
-    fn a_single_worker_never_overlaps_with_itself() {
+    fn queue_depths_never_exceed_the_capacity() {
         configure_for_tests();
-        let run = within_10s(|| run_pipeline(20, 4, 1, SLOW_ENRICH));
-        assert_eq!(stage(&run, "enrich").peak_working, 1);
+        let run = within_10s(|| run_pipeline(30, 2, SLOW_ENRICH));
+        for (name, stats) in &run.stages {
+            assert!(stats.input_high_water.unwrap_or(0) <= 2, "{name}");
+        }
     }
 }
