@@ -537,6 +537,7 @@ enum RawLine {
     NotUtf8,
 }
 
+// ANCHOR: next_line
 /// The next line without its line ending, or `None` at the end of the
 /// input (or on a stop while waiting for data).
 fn next_line(
@@ -589,6 +590,7 @@ fn next_line(
         String::from_utf8(buf).map_or(RawLine::NotUtf8, RawLine::Text),
     ))
 }
+// ANCHOR_END: next_line
 
 fn is_timeout(err: &io::Error) -> bool {
     matches!(err.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)

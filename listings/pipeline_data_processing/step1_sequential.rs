@@ -224,6 +224,7 @@ pub fn validate(order: Order) -> Result<CleanOrder, String> {
         ordered_at: order.ordered_at,
     })
 }
+// ANCHOR_END: validate
 
 /// `YYYY-MM-DDTHH:MM:SSZ` naming a real day (leap years included) and time.
 fn is_valid_timestamp(text: &str) -> bool {
@@ -261,7 +262,6 @@ fn is_valid_timestamp(text: &str) -> bool {
     };
     shape && (1..=days_in_month).contains(&d) && hh < 24 && mm < 60 && ss < 60
 }
-// ANCHOR_END: validate
 
 /// What one run did.
 #[derive(Debug, Default)]

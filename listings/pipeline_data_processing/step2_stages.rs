@@ -1,7 +1,8 @@
 //! Step 2: the same work as step 1, as a chain of stages. A reader thread
 //! sends lines to a parse coroutine, which sends records to a transform
 //! coroutine, then to a validate coroutine, then to a writer thread; each
-//! pair is joined by a may channel. A rejected record travels down the chain
+//! pair is joined by a `may_patterns::bounded` channel, which works from
+//! threads and coroutines alike. A rejected record travels down the chain
 //! like any other, so the writer sees every record, in input order.
 //!
 //! Run it: `cargo run --example step2_stages`
@@ -12,7 +13,7 @@ use std::path::Path;
 use std::thread;
 
 use may::go;
-use may::sync::mpsc::{self, Receiver, Sender};
+use may_patterns::bounded::{self, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 /// The sample data set, found wherever the listing is compiled from.
@@ -351,12 +352,15 @@ fn write_records(input: Receiver<Item<CleanOrder>>, output: &Path) -> io::Result
 // ANCHOR_END: writer
 
 // ANCHOR: run
-/// Step 1's `run`, as five stages joined by channels.
-pub fn run(input: &Path, output: &Path) -> io::Result<Summary> {
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let (raw_tx, raw_rx) = mpsc::channel();
-    let (orders_tx, orders_rx) = mpsc::channel();
-    let (clean_tx, clean_rx) = mpsc::channel();
+/// Step 1's `run`, as five stages joined by bounded queues of `capacity`
+/// slots: a stage that gets ahead parks in `send` (a thread blocks there)
+/// until the next one has taken a record, so memory stays bounded however
+/// large the input is.
+pub fn run(input: &Path, output: &Path, capacity: usize) -> io::Result<Summary> {
+    let (lines_tx, lines_rx) = bounded::channel(capacity);
+    let (raw_tx, raw_rx) = bounded::channel(capacity);
+    let (orders_tx, orders_rx) = bounded::channel(capacity);
+    let (clean_tx, clean_rx) = bounded::channel(capacity);
 
     let input = input.to_path_buf();
     let reader = thread::spawn(move || read_lines(&input, lines_tx));
@@ -382,7 +386,7 @@ fn main() -> io::Result<()> {
     });
     let dir = tempfile::tempdir()?;
     let output = dir.path().join("clean.csv");
-    let summary = run(Path::new(SAMPLE), &output)?;
+    let summary = run(Path::new(SAMPLE), &output, 4)?;
     println!(
         "read {} records: {} written, {} rejected",
         summary.read,
@@ -406,26 +410,30 @@ mod tests {
         may_patterns::runtime::configure_for_tests();
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.csv");
-        let summary = run(Path::new(SAMPLE), &output).unwrap();
-        assert_eq!((summary.read, summary.written), (41, 33));
-        let rejected: Vec<u64> = summary.rejects.iter().map(|r| r.line).collect();
-        assert_eq!(rejected, [12, 14, 16, 18, 20, 22, 24, 26]);
+        // One slot is the tightest a queue can be: every hand-off waits.
+        for capacity in [1, 4] {
+            let summary = run(Path::new(SAMPLE), &output, capacity).unwrap();
+            assert_eq!((summary.read, summary.written), (41, 33));
+            let rejected: Vec<u64> = summary.rejects.iter().map(|r| r.line).collect();
+            assert_eq!(rejected, [12, 14, 16, 18, 20, 22, 24, 26]);
 
-        let written = std::fs::read_to_string(&output).unwrap();
-        let lines: Vec<u64> = written
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').next().unwrap().parse().unwrap())
-            .collect();
-        let expected: Vec<u64> = (2..=42).filter(|n| !rejected.contains(n)).collect();
-        assert_eq!(lines, expected, "one coroutine per stage keeps input order");
+            let written = std::fs::read_to_string(&output).unwrap();
+            let lines: Vec<u64> = written
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').next().unwrap().parse().unwrap())
+                .collect();
+            let expected: Vec<u64> = (2..=42).filter(|n| !rejected.contains(n)).collect();
+            assert_eq!(lines, expected, "one coroutine per stage keeps input order");
+        }
     }
 
     #[test]
     fn a_missing_input_file_is_an_error_not_a_hang() {
         may_patterns::runtime::configure_for_tests();
         let dir = tempfile::tempdir().unwrap();
-        let err = run(&dir.path().join("nope.csv"), &dir.path().join("out.csv")).unwrap_err();
+        let (input, output) = (dir.path().join("nope.csv"), dir.path().join("out.csv"));
+        let err = run(&input, &output, 4).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 

@@ -1,12 +1,11 @@
-//! Step 4: rejects and fatal errors. A record that fails a rule goes to a
-//! reject file with its line number and reason, and the run goes on. An
-//! error that makes the output wrong (the disk is full, the output's folder
-//! does not exist, the input cannot be read) is fatal: every stage stops,
-//! and nothing half-written is left where the output should be. Output and
-//! reject file are written to temporary files beside their destinations and
-//! renamed into place only when the whole run has succeeded.
+//! Step 4: staged output. Step 3 stops every stage on a fatal error, but
+//! by then it has emptied the output file, and a read that fails halfway
+//! leaves the records before it under the output's real name. Here output
+//! and reject file are written to temporary files beside their
+//! destinations and renamed into place only when the whole run has
+//! succeeded: a failed run leaves the previous output as it was.
 //!
-//! Run it: `cargo run --example step4_rejects_and_fatal`
+//! Run it: `cargo run --example step4_staged_output`
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader};
@@ -441,7 +440,7 @@ fn write_records(
 // ANCHOR_END: writer
 
 // ANCHOR: run
-/// Step 3's chain, with a reject file and all-or-nothing output.
+/// Step 3's `run`, with all-or-nothing output.
 pub fn run(input: &Path, output: &Path, rejects: &Path, capacity: usize) -> Result<Summary, Fatal> {
     // Open both destinations before reading anything: a bad path fails fast.
     let output = StagedFile::create(output)?;
@@ -473,6 +472,27 @@ pub fn run(input: &Path, output: &Path, rejects: &Path, capacity: usize) -> Resu
 }
 // ANCHOR_END: run
 
+/// The sample with a line that is not UTF-8 after its first 19 records: a
+/// read that fails halfway, as a bad disk sector or a lost client would.
+fn write_broken_sample(path: &Path) {
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    let mut text = Vec::new();
+    for (number, line) in (1..).zip(sample.lines()) {
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+        if number == 20 {
+            text.extend_from_slice(b"A-9999,Jo,FR,1.5,EUR,2024-03-01\xff\n");
+        }
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// How many data lines (all but the header) the CSV file at `path` holds.
+fn records_in(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().count().saturating_sub(1)
+}
+
 // ANCHOR: main
 fn main() {
     may_patterns::runtime::configure_once(may_patterns::runtime::Settings {
@@ -480,41 +500,45 @@ fn main() {
         stack_words: 0x1000,
     });
     let dir = tempfile::tempdir().unwrap();
-    let rejects = dir.path().join("rejects.csv");
-    let outputs = [
-        dir.path().join("clean.csv"),
-        PathBuf::from("/dev/full"),
-        dir.path().join("missing-folder/clean.csv"),
+    let (clean, rejects) = (dir.path().join("clean.csv"), dir.path().join("rejects.csv"));
+    let broken = dir.path().join("broken.csv");
+    write_broken_sample(&broken);
+    let runs = [
+        (Path::new(SAMPLE), clean.clone()),
+        (Path::new(SAMPLE), PathBuf::from("/dev/full")),
+        (
+            Path::new(SAMPLE),
+            dir.path().join("missing-folder/clean.csv"),
+        ),
+        (broken.as_path(), clean.clone()),
     ];
-    for output in &outputs {
-        let shown = output.strip_prefix(dir.path()).unwrap_or(output);
-        match run(Path::new(SAMPLE), output, &rejects, 4) {
+    for (input, output) in &runs {
+        let from = input.file_name().unwrap().to_string_lossy();
+        let to = output.strip_prefix(dir.path()).unwrap_or(output);
+        let shown = format!("{from} -> {}", to.display());
+        match run(input, output, &rejects, 4) {
             Ok(s) => println!(
-                "{}: read {}, written {}, rejected {}",
-                shown.display(),
-                s.read,
-                s.written,
-                s.rejected
+                "{shown}: read {}, written {}, rejected {}",
+                s.read, s.written, s.rejected
             ),
             Err(Fatal(message)) => {
                 let message = message.replace(&format!("{}/", dir.path().display()), "");
-                println!("{}: fatal: {message}", shown.display());
-            }
-        }
-        if output == &outputs[0] {
-            println!("reject file:");
-            for line in std::fs::read_to_string(&rejects).unwrap().lines() {
-                println!("  {line}");
+                println!("{shown}: fatal: {message}");
             }
         }
     }
+    println!(
+        "clean.csv now holds {} records, rejects.csv {} rejects",
+        records_in(&clean),
+        records_in(&rejects)
+    );
     let mut left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
     left.sort();
-    println!("files left in the output folder: {left:?}");
+    println!("files in the folder: {left:?}");
 }
 // ANCHOR_END: main
 
@@ -584,6 +608,34 @@ mod tests {
             files_in(dir.path()).is_empty(),
             "{:?}",
             files_in(dir.path())
+        );
+    }
+
+    #[test]
+    fn a_failed_run_leaves_the_previous_output_as_it_was() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let (output, rejects) = (dir.path().join("out.csv"), dir.path().join("rejects.csv"));
+        run(Path::new(SAMPLE), &output, &rejects, 4).unwrap();
+        let (before, rejects_before) = (
+            std::fs::read_to_string(&output).unwrap(),
+            std::fs::read_to_string(&rejects).unwrap(),
+        );
+        let input = dir.path().join("broken.csv");
+        write_broken_sample(&input);
+        let err = run(&input, &output, &rejects, 4).unwrap_err();
+        assert!(
+            err.0.contains("stream did not contain valid UTF-8"),
+            "{err}"
+        );
+        let err = run(&dir.path().join("missing.csv"), &output, &rejects, 4).unwrap_err();
+        assert!(err.0.starts_with("cannot open"), "{err}");
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), before);
+        assert_eq!(std::fs::read_to_string(&rejects).unwrap(), rejects_before);
+        assert_eq!(records_in(&output), 33);
+        assert_eq!(
+            files_in(dir.path()),
+            ["broken.csv", "out.csv", "rejects.csv"]
         );
     }
 

@@ -1,16 +1,17 @@
-//! Step 3: bounded buffers. Step 2's channels have no limit: when the writer
-//! is slower than the reader, every record read waits in memory in front of
-//! it. Here each channel is a `may_patterns::bounded` channel of `capacity`
-//! slots, so a stage that gets ahead parks in `send` until there is room
-//! (backpressure), and at most `capacity` records wait in each queue.
+//! Step 3: rejects and fatal errors. A record that fails a rule goes to a
+//! reject file with its line number and reason, and the run goes on. An
+//! error that makes the output wrong (the disk is full, the output's folder
+//! does not exist, the input cannot be read) is fatal: every stage stops and
+//! `run` returns the error. What this step does not fix yet: a run that
+//! fails has already written part of its output under the real name (step 4
+//! stages it).
 //!
-//! Run it: `cargo run --example step3_bounded_buffers`
+//! Run it: `cargo run --example step3_rejects_and_fatal`
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use may::go;
 use may_patterns::bounded::{self, Receiver, Sender};
@@ -75,7 +76,7 @@ pub struct CleanOrder {
 }
 
 /// A record that did not make it, and why; `line` says where to look.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reject {
     pub line: u64,
     pub reason: String,
@@ -268,61 +269,70 @@ fn is_valid_timestamp(text: &str) -> bool {
 pub struct Summary {
     pub read: u64,
     pub written: u64,
-    pub rejects: Vec<Reject>,
-    /// The deepest each queue got, in chain order: into parse, transform,
-    /// validate, write.
-    pub queue_high_water: Vec<usize>,
-    /// When the reader had read everything, and when the writer was done.
-    pub reader_done: Duration,
-    pub writer_done: Duration,
+    pub rejected: u64,
 }
 
-// ANCHOR: item
 /// What travels between two stages: a record, or the reason it was
 /// rejected earlier. Passing rejects along keeps one order for everything.
 pub type Item<T> = Result<T, Reject>;
-// ANCHOR_END: item
 
-// ANCHOR: reader
+// ANCHOR: fatal
+/// An error that stops the whole run, with a message for a person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `io_result.map_err(fatal("cannot write", path))`: say what failed, where.
+fn fatal<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> Fatal + 'a {
+    move |err| Fatal(format!("{what} {}: {err}", path.display()))
+}
+// ANCHOR_END: fatal
+
 /// The read stage, on its own OS thread: reading a file blocks, and a
 /// coroutine that blocks holds its may worker thread. Returns the number of
 /// records read.
-fn read_lines(input: &Path, output: Sender<Item<Line>>) -> io::Result<u64> {
-    let mut lines = BufReader::new(File::open(input)?).lines();
-    let header = lines.next().transpose()?.unwrap_or_default();
+fn read_lines(input: &Path, output: Sender<Item<Line>>) -> Result<u64, Fatal> {
+    let file = File::open(input).map_err(fatal("cannot open", input))?;
+    let mut lines = BufReader::new(file).lines();
+    let header = lines
+        .next()
+        .transpose()
+        .map_err(fatal("cannot read", input))?;
+    let header = header.unwrap_or_default();
     if header.trim() != HEADER {
-        return Err(io::Error::other(format!("unexpected header {header:?}")));
+        return Err(Fatal(format!(
+            "{}: unexpected header {header:?}",
+            input.display()
+        )));
     }
     let mut read = 0;
     for (index, text) in lines.enumerate() {
         let line = Line {
             number: index as u64 + 2, // the header is line 1
-            text: text?,
+            text: text.map_err(fatal("cannot read", input))?,
         };
         read += 1;
         if output.send(Ok(line)).is_err() {
-            break; // the next stage is gone
+            break; // the writer failed: it will say why
         }
     }
     Ok(read)
 }
-// ANCHOR_END: reader
 
-// ANCHOR: stage
 /// A middle stage, on a coroutine: apply `work` to every record, pass
-/// rejects through untouched, until the input ends. Returns the deepest its
-/// input queue got.
-fn stage<I, O>(
-    input: Receiver<Item<I>>,
-    output: Sender<Item<O>>,
-    work: impl Fn(I) -> Item<O>,
-) -> usize {
+/// rejects through untouched, until the input ends or the next stage is
+/// gone.
+fn stage<I, O>(input: Receiver<Item<I>>, output: Sender<Item<O>>, work: impl Fn(I) -> Item<O>) {
     for item in &input {
         if output.send(item.and_then(&work)).is_err() {
             break; // the next stage is gone
         }
     }
-    input.high_water()
 }
 
 /// The three middle stages' work, each turning a failure into a [`Reject`]
@@ -342,147 +352,241 @@ fn validate_stage(order: Order) -> Item<CleanOrder> {
     let line = order.line;
     validate(order).map_err(|reason| Reject { line, reason })
 }
-// ANCHOR_END: stage
+
+/// A destination, created (or emptied) before anything is read, so that a
+/// bad path fails fast; its path is kept for error messages.
+fn create(path: &Path) -> Result<(File, PathBuf), Fatal> {
+    let file = File::create(path).map_err(fatal("cannot create", path))?;
+    Ok((file, path.to_path_buf()))
+}
 
 // ANCHOR: writer
-/// The write stage, on its own OS thread (writing a file blocks too).
-/// `delay` simulates a slow destination: a thread may sleep, a coroutine
-/// may not.
+/// The write stage, on its own OS thread. Good records go to the output,
+/// rejects to the reject file; the first write that fails ends the stage.
 fn write_records(
     input: Receiver<Item<CleanOrder>>,
-    output: &Path,
-    delay: Duration,
-) -> io::Result<Summary> {
-    let mut writer = csv::Writer::from_path(output)?;
+    (output, output_path): (File, PathBuf),
+    (rejects, rejects_path): (File, PathBuf),
+) -> Result<Summary, Fatal> {
+    let mut good = csv::Writer::from_writer(output);
+    let mut bad = csv::Writer::from_writer(rejects);
     let mut summary = Summary::default();
     for item in &input {
-        thread::sleep(delay);
-        match item {
-            Ok(order) => {
-                writer.serialize(&order)?;
-                summary.written += 1;
-            }
-            Err(reject) => summary.rejects.push(reject),
-        }
+        let written = match item {
+            Ok(order) => good.serialize(&order).map(|()| summary.written += 1),
+            Err(reject) => bad.serialize(&reject).map(|()| summary.rejected += 1),
+        };
+        // Returning drops `input`: every stage's next send fails, and
+        // the chain stops from the end back to the reader.
+        written.map_err(|err| Fatal(format!("cannot write: {err}")))?;
     }
-    writer.flush()?;
-    summary.queue_high_water = vec![input.high_water()];
+    good.flush().map_err(fatal("cannot write", &output_path))?;
+    bad.flush().map_err(fatal("cannot write", &rejects_path))?;
     Ok(summary)
 }
 // ANCHOR_END: writer
 
 // ANCHOR: run
-/// Step 2's `run` with bounded queues of `capacity` slots, and a writer that
-/// waits `write_delay` per record.
-pub fn run(
-    input: &Path,
-    output: &Path,
-    capacity: usize,
-    write_delay: Duration,
-) -> io::Result<Summary> {
-    let started = Instant::now();
+/// Step 2's chain, with a reject file and errors that stop it.
+pub fn run(input: &Path, output: &Path, rejects: &Path, capacity: usize) -> Result<Summary, Fatal> {
+    let output = create(output)?;
+    let rejects = create(rejects)?;
     let (lines_tx, lines_rx) = bounded::channel(capacity);
     let (raw_tx, raw_rx) = bounded::channel(capacity);
     let (orders_tx, orders_rx) = bounded::channel(capacity);
     let (clean_tx, clean_rx) = bounded::channel(capacity);
 
     let input = input.to_path_buf();
-    let reader = thread::spawn(move || {
-        let read = read_lines(&input, lines_tx);
-        (read, started.elapsed())
-    });
+    let reader = thread::spawn(move || read_lines(&input, lines_tx));
     let parser = go!(move || stage(lines_rx, raw_tx, parse_stage));
     let transformer = go!(move || stage(raw_rx, orders_tx, transform_stage));
     let validator = go!(move || stage(orders_rx, clean_tx, validate_stage));
-    let output = output.to_path_buf();
-    let writer = thread::spawn(move || {
-        let summary = write_records(clean_rx, &output, write_delay);
-        (summary, started.elapsed())
-    });
+    let writer = thread::spawn(move || write_records(clean_rx, output, rejects));
 
-    let (read, reader_done) = reader.join().expect("the reader panicked");
-    let mut queue_high_water = Vec::new();
+    let read = reader.join().expect("the reader panicked");
     for coroutine in [parser, transformer, validator] {
-        queue_high_water.push(coroutine.join().expect("a stage panicked"));
+        coroutine.join().expect("a stage panicked");
     }
-    let (summary, writer_done) = writer.join().expect("the writer panicked");
-    let summary = summary?;
-    queue_high_water.extend(summary.queue_high_water);
-    Ok(Summary {
-        read: read?,
-        queue_high_water,
-        reader_done,
-        writer_done,
-        ..summary
-    })
+    let written = writer.join().expect("the writer panicked");
+    // The writer's error first: when it fails, the reader only sees its
+    // sends fail.
+    let summary = written?;
+    let read = read?;
+    Ok(Summary { read, ..summary })
 }
 // ANCHOR_END: run
 
+/// The sample with a line that is not UTF-8 after its first 19 records: a
+/// read that fails halfway, as a bad disk sector or a lost client would.
+fn write_broken_sample(path: &Path) {
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    let mut text = Vec::new();
+    for (number, line) in (1..).zip(sample.lines()) {
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+        if number == 20 {
+            text.extend_from_slice(b"A-9999,Jo,FR,1.5,EUR,2024-03-01\xff\n");
+        }
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// How many data lines (all but the header) the CSV file at `path` holds.
+fn records_in(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().count().saturating_sub(1)
+}
+
 // ANCHOR: main
-fn main() -> io::Result<()> {
+fn main() {
     may_patterns::runtime::configure_once(may_patterns::runtime::Settings {
         workers: 2,
         stack_words: 0x1000,
     });
-    let dir = tempfile::tempdir()?;
-    let output = dir.path().join("clean.csv");
-    let slow_writer = Duration::from_millis(2);
-    for capacity in [100, 4] {
-        let summary = run(Path::new(SAMPLE), &output, capacity, slow_writer)?;
-        let depths: Vec<String> = summary
-            .queue_high_water
-            .iter()
-            .map(|depth| format!("~{depth}"))
-            .collect();
-        println!("queues of {capacity} slots, a writer that takes 2ms per record:");
-        println!(
-            "  read {}, written {}, rejected {}",
-            summary.read,
-            summary.written,
-            summary.rejects.len()
-        );
-        println!(
-            "  deepest queue (parse, transform, validate, write): {}",
-            depths.join(", ")
-        );
-        println!(
-            "  reader done after {:.1?}, writer done after {:.1?}",
-            summary.reader_done, summary.writer_done
-        );
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, rejects) = (dir.path().join("clean.csv"), dir.path().join("rejects.csv"));
+    let broken = dir.path().join("broken.csv");
+    write_broken_sample(&broken);
+    let runs = [
+        (Path::new(SAMPLE), clean.clone()),
+        (Path::new(SAMPLE), PathBuf::from("/dev/full")),
+        (
+            Path::new(SAMPLE),
+            dir.path().join("missing-folder/clean.csv"),
+        ),
+        (broken.as_path(), clean.clone()),
+    ];
+    for (n, (input, output)) in runs.iter().enumerate() {
+        let from = input.file_name().unwrap().to_string_lossy();
+        let to = output.strip_prefix(dir.path()).unwrap_or(output);
+        let shown = format!("{from} -> {}", to.display());
+        match run(input, output, &rejects, 4) {
+            Ok(s) => println!(
+                "{shown}: read {}, written {}, rejected {}",
+                s.read, s.written, s.rejected
+            ),
+            Err(Fatal(message)) => {
+                let message = message.replace(&format!("{}/", dir.path().display()), "");
+                println!("{shown}: fatal: {message}");
+            }
+        }
+        if n == 0 {
+            println!("rejects.csv:");
+            for line in std::fs::read_to_string(&rejects).unwrap().lines() {
+                println!("  {line}");
+            }
+        }
     }
-    Ok(())
+    println!(
+        "clean.csv now holds {} records, rejects.csv {} rejects",
+        records_in(&clean),
+        records_in(&rejects)
+    );
 }
 // ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
-    #[test]
-    fn a_slow_writer_holds_every_queue_to_its_capacity() {
-        may_patterns::runtime::configure_for_tests();
-        let dir = tempfile::tempdir().unwrap();
-        let output = dir.path().join("out.csv");
-        let summary = run(Path::new(SAMPLE), &output, 2, Duration::from_millis(2)).unwrap();
-        assert_eq!((summary.read, summary.written), (41, 33));
-        assert_eq!(summary.queue_high_water.len(), 4);
-        for depth in &summary.queue_high_water {
-            assert!(*depth <= 2, "{:?}", summary.queue_high_water);
-        }
-        // The writer needs at least 41 x 2 ms. The reader cannot finish
-        // until all but the last few records (2 per queue, 1 in each
-        // stage's hand) have reached the writer.
-        assert!(summary.reader_done >= Duration::from_millis(2 * (41 - 13)));
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
-    fn a_large_buffer_lets_the_reader_run_ahead() {
+    fn rejects_go_to_their_file_with_line_and_reason() {
         may_patterns::runtime::configure_for_tests();
         let dir = tempfile::tempdir().unwrap();
-        let output = dir.path().join("out.csv");
-        let summary = run(Path::new(SAMPLE), &output, 100, Duration::from_millis(2)).unwrap();
-        assert_eq!(summary.written, 33);
-        assert!(summary.reader_done < summary.writer_done / 2, "{summary:?}");
-        assert!(summary.queue_high_water[3] > 10, "{summary:?}");
+        let (output, rejects) = (dir.path().join("out.csv"), dir.path().join("rejects.csv"));
+        let summary = run(Path::new(SAMPLE), &output, &rejects, 4).unwrap();
+        assert_eq!(
+            (summary.read, summary.written, summary.rejected),
+            (41, 33, 8)
+        );
+        let rejected = std::fs::read_to_string(&rejects).unwrap();
+        assert_eq!(rejected.lines().count(), 9, "a header and 8 rejects");
+        assert!(rejected.starts_with("line,reason\n12,\"expected 6 columns, found 5\"\n"));
+        assert_eq!(files_in(dir.path()), ["out.csv", "rejects.csv"]);
+    }
+
+    #[test]
+    fn a_full_disk_is_fatal() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let rejects = dir.path().join("rejects.csv");
+        let err = run(Path::new(SAMPLE), Path::new("/dev/full"), &rejects, 4).unwrap_err();
+        assert!(err.0.contains("No space left on device"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_folder_is_fatal_before_anything_is_read() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("nope/out.csv");
+        let err = run(Path::new(SAMPLE), &output, &dir.path().join("r.csv"), 4).unwrap_err();
+        assert!(err.0.starts_with("cannot create"), "{err}");
+        assert!(files_in(dir.path()).is_empty());
+    }
+
+    /// The defect step 4 fixes: the destinations were emptied before the
+    /// input turned out to be unreadable.
+    #[test]
+    fn an_unreadable_input_is_fatal_but_has_emptied_the_output() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let (output, rejects) = (dir.path().join("out.csv"), dir.path().join("rejects.csv"));
+        std::fs::write(&output, "an earlier run's output\n").unwrap();
+        let err = run(&dir.path().join("missing.csv"), &output, &rejects, 4).unwrap_err();
+        assert!(err.0.starts_with("cannot open"), "{err}");
+        assert_eq!(files_in(dir.path()), ["out.csv", "rejects.csv"]);
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), "");
+    }
+
+    /// The other half of that defect: a read that fails halfway leaves the
+    /// records before it under the output's real name.
+    #[test]
+    fn a_read_error_halfway_leaves_a_partial_output() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output) = (dir.path().join("broken.csv"), dir.path().join("out.csv"));
+        write_broken_sample(&input);
+        let err = run(&input, &output, &dir.path().join("r.csv"), 4).unwrap_err();
+        assert!(
+            err.0.contains("stream did not contain valid UTF-8"),
+            "{err}"
+        );
+        // Lines 2 to 20 were read; 12, 14, 16, 18 and 20 are rejects.
+        assert_eq!(records_in(&output), 14);
+    }
+
+    #[test]
+    fn a_writer_failure_stops_the_reader_of_a_long_input() {
+        may_patterns::runtime::configure_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("long.csv");
+        let mut file = File::create(&input).unwrap();
+        writeln!(file, "{HEADER}").unwrap();
+        for n in 0..200_000 {
+            writeln!(file, "A-{n},Jo,FR,1.5,EUR,2024-03-01").unwrap();
+        }
+        drop(file);
+        let err = run(&input, Path::new("/dev/full"), &dir.path().join("r.csv"), 4).unwrap_err();
+        assert!(err.0.contains("No space left on device"), "{err}");
+        // `run` ended, so the reader did; that it stopped early, at the first
+        // send into a gone stage, is the reader's own part:
+        let (lines_tx, lines_rx) = bounded::channel(4);
+        drop(lines_rx);
+        assert_eq!(
+            read_lines(&input, lines_tx),
+            Ok(1),
+            "one line read, none sent"
+        );
     }
 }
