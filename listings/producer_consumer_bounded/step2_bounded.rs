@@ -1,6 +1,7 @@
 //! Step 2: the same producer and consumer over `may_patterns::bounded`. When
 //! the buffer is full, `send` parks the producer until the consumer frees a
-//! slot, so the queue and memory stay flat.
+//! slot, so the queue stays at its capacity and resident memory stops
+//! growing; `main` samples both, as step 1 does.
 //!
 //! Run it: `cargo run --example step2_bounded`
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::go;
-use may_patterns::bounded::{self, TrySendError};
+use may_patterns::bounded;
 use may_patterns::runtime::{configure_once, Settings};
 
 const PAYLOAD_BYTES: usize = 1024;
@@ -25,25 +26,37 @@ fn main() {
         Duration::from_millis(200),
         Duration::from_millis(1),
     );
-    for (at, queued) in &report.samples {
-        println!("after {at:.0?}: ~{queued} items queued (capacity {CAPACITY})");
+    for sample in &report.samples {
+        println!(
+            "after {:.0?}: ~{} items queued (capacity {CAPACITY}), ~{} MiB resident",
+            sample.at,
+            sample.queued,
+            sample.resident_kib / 1024
+        );
     }
     println!(
         "deepest the queue got: {} items; consumed ~{} items",
         report.high_water, report.consumed
     );
     println!(
-        "the producer spent {:.1}% of the run parked by backpressure",
-        100.0 * report.producer_blocked.as_secs_f64() / report.ran_for.as_secs_f64()
+        "the producer spent {:.1}% of the run inside `send`, parked by backpressure",
+        100.0 * report.producer_in_send.as_secs_f64() / report.ran_for.as_secs_f64()
     );
 }
 
+/// What the queue looked like at one moment.
+pub struct Sample {
+    pub at: Duration,
+    pub queued: usize,
+    pub resident_kib: u64,
+}
+
 pub struct Report {
-    /// (time since start, items queued then)
-    pub samples: Vec<(Duration, usize)>,
+    pub samples: Vec<Sample>,
     pub high_water: usize,
     pub consumed: usize,
-    pub producer_blocked: Duration,
+    /// Time the producer spent in `send`: almost all of it parked.
+    pub producer_in_send: Duration,
     pub ran_for: Duration,
 }
 
@@ -53,27 +66,24 @@ fn run_bounded(capacity: usize, run_for: Duration, consume_each: Duration) -> Re
     // ANCHOR_END: bounded
     let consumed = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let depth = tx.clone(); // only to sample the queue length from main
+    // A second Sender, only to read the queue's length from main. Were the
+    // consumer waiting for every sender to go (`for item in rx.iter()` to its
+    // end), this clone would keep it waiting forever: it stops on `stop`.
+    let depth = tx.clone();
 
     // ANCHOR: producer
     let producer = go!(move || {
-        let mut blocked = Duration::ZERO;
+        let mut in_send = Duration::ZERO;
         loop {
             let item = vec![0u8; PAYLOAD_BYTES];
-            match tx.try_send(item) {
-                Ok(()) => {}
-                // Full: wait for room, and time how long backpressure held us.
-                Err(TrySendError::Full(item)) => {
-                    let parked_at = Instant::now();
-                    if tx.send(item).is_err() {
-                        break; // the consumer is gone
-                    }
-                    blocked += parked_at.elapsed();
-                }
-                Err(TrySendError::Disconnected(_)) => break,
+            let called = Instant::now();
+            let sent = tx.send(item); // parks while the buffer is full
+            in_send += called.elapsed();
+            if sent.is_err() {
+                break; // the consumer is gone
             }
         }
-        blocked
+        in_send
     });
     // ANCHOR_END: producer
     let consumer = {
@@ -95,7 +105,11 @@ fn run_bounded(capacity: usize, run_for: Duration, consume_each: Duration) -> Re
     let mut samples = Vec::new();
     while started.elapsed() < run_for {
         std::thread::sleep(Duration::from_millis(50)); // main is an OS thread
-        samples.push((started.elapsed(), depth.len()));
+        samples.push(Sample {
+            at: started.elapsed(),
+            queued: depth.len(),
+            resident_kib: resident_kib(),
+        });
     }
     stop.store(true, Ordering::Relaxed);
     let high_water = consumer.join().unwrap();
@@ -103,9 +117,21 @@ fn run_bounded(capacity: usize, run_for: Duration, consume_each: Duration) -> Re
         samples,
         high_water,
         consumed: consumed.load(Ordering::Relaxed),
-        producer_blocked: producer.join().unwrap(),
+        producer_in_send: producer.join().unwrap(),
         ran_for: started.elapsed(),
     }
+}
+
+/// This process's resident memory in KiB, from `/proc/self/status` (Linux);
+/// 0 where that file does not exist.
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -118,10 +144,25 @@ mod tests {
         configure_for_tests();
         let report = run_bounded(16, Duration::from_millis(150), Duration::from_millis(1));
         assert!(report.high_water <= 16, "high water {}", report.high_water);
-        assert!(report.samples.iter().all(|&(_, queued)| queued <= 16));
+        assert!(report.samples.iter().all(|s| s.queued <= 16));
         // The consumer is the bottleneck: the producer spends most of the run
         // parked, not piling up work.
-        assert!(report.producer_blocked > report.ran_for / 2);
+        assert!(report.producer_in_send > report.ran_for / 2);
         assert!(report.consumed > 0);
+    }
+
+    #[test]
+    fn resident_memory_stops_growing_once_the_buffer_is_full() {
+        configure_for_tests();
+        let report = run_bounded(16, Duration::from_millis(150), Duration::from_millis(1));
+        let (first, last) = (&report.samples[0], report.samples.last().unwrap());
+        // Step 1 grew by tens of MiB between two samples; here the buffer
+        // holds 16 KiB of items, so anything near a MiB would be a leak.
+        assert!(
+            last.resident_kib <= first.resident_kib + 1024,
+            "{} KiB then {} KiB",
+            first.resident_kib,
+            last.resident_kib
+        );
     }
 }

@@ -1,9 +1,9 @@
-//! Step 3: several producers and consumers at different rates. Producers send
+//! Step 4: several producers and consumers at different rates. Producers send
 //! in bursts; consumers work at a steady pace. The buffer's capacity decides
 //! who waits: a small buffer makes producers wait, a large one makes items
 //! wait.
 //!
-//! Run it: `cargo run --example step3_buffer_size`
+//! Run it: `cargo run --example step4_buffer_size`
 
 use std::time::{Duration, Instant};
 
