@@ -14,10 +14,10 @@
 //!   stays parked after the receiver is gone;
 //! - dropping the last [`Sender`] queues an end marker behind the last item;
 //!   a receiver that takes it puts it back for the next one and reports the
-//!   end. (may 0.3.51's own `mpmc` disconnect can leave one of several
-//!   parked receivers asleep for good: its `drop_tx` posts only one spare
-//!   wake-up, which two receivers about to park can share. The marker does
-//!   not depend on it; see the regression test.)
+//!   end. (may 0.3.51's own `mpmc` disconnect can leave a receiver that is
+//!   about to park asleep for good: see the book's Pitfalls reference,
+//!   "Known may 0.3.51 bugs". The marker does not depend on it; see the
+//!   regression test.)
 //!
 //! Both halves can be cloned (many producers, many consumers), and both work
 //! from coroutines and from OS threads: may's semaphore and channel park

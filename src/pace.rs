@@ -1,14 +1,13 @@
 //! Simulated per-item costs for the book's examples: "this stage waits 200 µs
 //! per item" without sub-millisecond coroutine sleeps.
 //!
-//! Why not just `may::coroutine::sleep(Duration::from_micros(200))`? With may
-//! 0.3.51, sleeps of zero or a few microseconds in coroutines that also park
-//! on a channel corrupt the heap (the producer-consumer chapter's
-//! `pitfall_short_sleep` listing shows it and counts the crashes). In may's
-//! source, `Sleep::subscribe` hands the coroutine to the timer thread before
-//! it has finished registering its cancel data, so a timer that fires at once
-//! races it. A [`Pacer`] keeps the average rate the caller asked
-//! for but sleeps only when at least [`Pacer::MIN_SLEEP`] is owed.
+//! Why not just `may::coroutine::sleep(Duration::from_micros(200))`? In may
+//! 0.3.51 a coroutine sleep races with the timer thread and can corrupt the
+//! heap; short sleeps lose the race often, and no length is proven safe (the
+//! book's Pitfalls reference, "Known may 0.3.51 bugs", reproduces it with
+//! `listings/pitfalls/pitfall_short_sleep.rs`). A [`Pacer`] keeps the average
+//! rate the caller asked for but sleeps rarely, and only when at least
+//! [`Pacer::MIN_SLEEP`] is owed.
 
 use std::time::Duration;
 

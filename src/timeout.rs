@@ -3,9 +3,10 @@
 //! may stores a parked coroutine's timeout, and a socket's read and write
 //! timeouts, as whole milliseconds (`Duration::as_millis()`, truncated), and
 //! 0 there means "no timeout". So on a coroutine a 500 µs `recv_timeout`
-//! waits until a message comes, and a 500 µs read timeout until the peer
-//! sends or closes (the scatter-gather chapter's `pitfall_sub_ms_timeout`
-//! listing shows both). Pass every coroutine timeout through [`for_may`].
+//! waits until a message comes, and a 1.9 ms socket timeout fires after
+//! 1 ms (the book's Pitfalls reference, "Known may 0.3.51 bugs", shows both
+//! with `listings/pitfalls/pitfall_sub_ms_timeout.rs`). Pass every coroutine
+//! timeout through [`for_may`].
 
 use std::time::Duration;
 

@@ -52,9 +52,9 @@ fn wait_for<R>(task: &mpsc::Receiver<R>, what: &str) -> R {
 /// A short random pause that reshuffles the schedule: nothing, a yield, or
 /// (on an OS thread) a sleep of up to 200 µs.
 ///
-/// Coroutines only yield here: with may 0.3.51, a zero or few-microsecond
-/// `coroutine::sleep` in coroutines that park on a channel corrupts the heap
-/// (see `listings/producer_consumer_bounded/pitfall_short_sleep.rs`).
+/// Coroutines only yield here: with may 0.3.51, a coroutine sleep can
+/// corrupt the heap, short ones often (see
+/// `listings/pitfalls/pitfall_short_sleep.rs`).
 fn jitter(rng: &mut fastrand::Rng) {
     match rng.u8(0..4) {
         0 => may::coroutine::yield_now(),

@@ -1,12 +1,16 @@
-//! Pitfall: in may 0.3.51, a coroutine's timeout shorter than 1 ms is no
-//! timeout at all.
+//! Known may 0.3.51 bug: a coroutine's timeout is cut to whole
+//! milliseconds, so one shorter than 1 ms is no timeout at all, and a longer
+//! one fires early by its fraction of a millisecond.
 //!
 //! may keeps a parked coroutine's timeout, and a socket's read and write
 //! timeouts, as whole milliseconds (`AtomicDuration` stores
-//! `Duration::as_millis()`), and 0 there means "none". So
-//! `recv_timeout(500µs)` in a coroutine waits until a message comes, and a
-//! 500 µs read timeout waits until the peer sends or closes. A deadline loop
-//! that waits for `deadline - now` meets this in its last millisecond.
+//! `Duration::as_millis()`, src/sync/atomic_dur.rs:9-35), and 0 there means
+//! "none" (:20-25). So `recv_timeout(500µs)` in a coroutine waits until a
+//! message comes, and a 500 µs read timeout waits until the peer sends or
+//! closes. A 1.9 ms read timeout, `mpmc` receive or semaphore wait gives up
+//! after 1 ms; may's `mpsc` waits again until its deadline has passed, so it
+//! ends late instead. A deadline loop that waits for `deadline - now` meets
+//! both.
 //!
 //! Each case below gives up its wait only when `RESCUE` later something
 //! arrives (a message, or the peer closing), so a wait that ignores its
@@ -24,6 +28,12 @@ use may_patterns::runtime::{configure_once, Settings};
 
 /// When the rescue comes: far longer than any of the timeouts tried.
 const RESCUE: Duration = Duration::from_millis(300);
+
+/// The timeouts tried: under a millisecond, exactly one, and one with a
+/// fraction that may cuts off.
+const SHORT: Duration = Duration::from_micros(500);
+const ONE_MS: Duration = Duration::from_millis(1);
+const FRACTION: Duration = Duration::from_micros(1_900);
 
 /// How a timed wait ended.
 #[derive(Debug, PartialEq)]
@@ -68,9 +78,21 @@ fn in_coroutine(
     .unwrap()
 }
 
-/// `recv_timeout(timeout)` on may's own channel, from a coroutine.
+/// `recv_timeout(timeout)` on may's own `mpsc` channel, from a coroutine.
 fn may_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
     let (tx, rx) = may::sync::mpsc::channel::<()>();
+    in_coroutine(
+        move || rx.recv_timeout(timeout).is_err(),
+        move || {
+            let _ = tx.send(()); // nobody listens if the wait timed out
+        },
+    )
+}
+
+/// The same wait on may's `mpmc` channel, from a coroutine: one timed
+/// semaphore wait, where `mpsc` above loops until its deadline has passed.
+fn mpmc_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
+    let (tx, rx) = may::sync::mpmc::channel::<()>();
     in_coroutine(
         move || rx.recv_timeout(timeout).is_err(),
         move || {
@@ -124,16 +146,18 @@ fn main() {
         workers: 2,
         stack_words: 0x1000,
     });
-    let cases: [(&str, Case); 4] = [
-        ("may channel, coroutine", may_channel_in_coroutine),
-        ("may channel, OS thread", may_channel_on_thread),
+    let cases: [(&str, Case); 5] = [
+        ("may mpsc, coroutine", may_channel_in_coroutine),
+        ("may mpmc, coroutine", mpmc_channel_in_coroutine),
+        ("may mpsc, OS thread", may_channel_on_thread),
         ("bounded channel, coroutine", bounded_channel_in_coroutine),
         ("socket read, coroutine", socket_read_in_coroutine),
     ];
     for (what, case) in cases {
-        for timeout in [Duration::from_micros(500), Duration::from_millis(1)] {
+        for timeout in [SHORT, ONE_MS, FRACTION] {
             let (ended, waited) = case(timeout);
             let verdict = match ended {
+                Ended::TimedOut if waited < timeout => "timed out EARLY",
                 Ended::TimedOut => "timed out",
                 Ended::Rescued => "NO TIMEOUT, waited for the rescue",
             };
@@ -146,9 +170,6 @@ fn main() {
 mod tests {
     use super::*;
     use may_patterns::runtime::configure_for_tests;
-
-    const SHORT: Duration = Duration::from_micros(500);
-    const ONE_MS: Duration = Duration::from_millis(1);
 
     /// Slack for a busy machine: a timeout that fired is far below this.
     const LATE: Duration = Duration::from_millis(150);
@@ -168,14 +189,42 @@ mod tests {
     #[test]
     fn a_coroutine_ignores_a_channel_timeout_under_one_millisecond() {
         configure_for_tests();
-        ignored(may_channel_in_coroutine, SHORT);
-        timed_out(may_channel_in_coroutine, ONE_MS);
+        for case in [may_channel_in_coroutine, mpmc_channel_in_coroutine] {
+            ignored(case, SHORT);
+            timed_out(case, ONE_MS);
+        }
     }
 
     #[test]
     fn a_thread_honours_the_same_timeout() {
         configure_for_tests();
         timed_out(may_channel_on_thread, SHORT);
+        timed_out(may_channel_on_thread, FRACTION);
+    }
+
+    /// The shortest of a few waits, so one late timer on a busy machine
+    /// does not hide how early the others fired.
+    fn shortest_wait(case: Case, timeout: Duration) -> Duration {
+        (0..3)
+            .map(|_| {
+                let (ended, waited) = case(timeout);
+                assert_eq!(ended, Ended::TimedOut);
+                waited
+            })
+            .min()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_coroutine_cuts_its_timeout_to_whole_milliseconds() {
+        configure_for_tests();
+        for case in [mpmc_channel_in_coroutine, socket_read_in_coroutine] {
+            let waited = shortest_wait(case, FRACTION);
+            assert!(waited >= ONE_MS && waited < FRACTION, "{waited:?}");
+        }
+        // mpsc waits again until its deadline; bounded rounds up to 2 ms.
+        timed_out(may_channel_in_coroutine, FRACTION);
+        timed_out(bounded_channel_in_coroutine, FRACTION);
     }
 
     #[test]
