@@ -13,6 +13,8 @@
 //!   backpressure (the producer-consumer chapter).
 //! - [`http`]: bounded HTTP/1.1 reading and writing with httparse
 //!   (scatter-gather, and every HTTP chapter after it).
+//! - [`json`]: reject JSON nested deeper than a program's records need,
+//!   before a recursive parser can overflow a coroutine's stack.
 //! - [`pace`]: simulated per-item waits without sub-millisecond coroutine
 //!   sleeps (which may 0.3.51 gets wrong).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
@@ -32,6 +34,7 @@ pub mod backend;
 pub mod blocking;
 pub mod bounded;
 pub mod http;
+pub mod json;
 pub mod pace;
 pub mod runtime;
 pub mod shutdown;

@@ -43,6 +43,7 @@ use may::sync::Mutex;
 use may_patterns::backend::{Backend, BackendConfig};
 use may_patterns::bounded::{self, RecvTimeoutError};
 use may_patterns::http::{self, Limits};
+use may_patterns::json::check_depth;
 use may_patterns::runtime::{configure_once, Settings};
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +89,23 @@ pub struct Offer {
 struct Answer {
     offers: Vec<Offer>,
 }
+
+/// How deep a backend's answer may nest; `{"offers":[{..}]}` is depth 3.
+/// Parsing into these types recurses no deeper than the types do, and
+/// serde_json skips unknown fields without recursion, so today even 127
+/// levels only fail (or are skipped) cleanly. The check keeps that true
+/// when a field becomes a `serde_json::Value`, which recurses per level.
+pub const MAX_DEPTH: usize = 8;
+
+/// A call coroutine's stack, in words: may's default (32 KiB, set in
+/// `main`). Its most is reading and parsing the largest answer admitted
+/// (1 MiB, the `http::Limits` default) nested to `MAX_DEPTH`. Measured with
+/// may's odd-stack-size report, `cargo test [--release] --example
+/// scatter_gather measure -- --ignored --nocapture` (`used size`, in
+/// words): 1796 in a debug build, 593 in a release build (rustc 1.95,
+/// x86_64 Linux, 2026-12-01). The stack holds the debug figure 2 times or
+/// more, which a test checks by running it on half the stack.
+pub const CALL_STACK_WORDS: usize = 0x1000;
 
 // ANCHOR: call
 /// A call's socket, kept where the gatherer can reach it. Once `cancelled`,
@@ -144,6 +162,7 @@ pub fn call(
     if response.status != 200 {
         return Err(format!("HTTP {} {}", response.status, response.reason));
     }
+    check_depth(&response.body, MAX_DEPTH).map_err(|e| format!("{e}"))?;
     let answer: Answer =
         serde_json::from_slice(&response.body).map_err(|e| format!("JSON: {e}"))?;
     Ok(answer.offers)
@@ -461,7 +480,7 @@ fn main() -> ExitCode {
     }
     configure_once(Settings {
         workers: 2,
-        stack_words: 0x1000,
+        stack_words: CALL_STACK_WORDS,
     });
     let demo = match args.demo.map(start_demo).transpose() {
         Ok(demo) => demo.unwrap_or_default(),
@@ -527,6 +546,74 @@ mod tests {
             quorum,
             hedge_after: hedge_after.map(Duration::from_millis),
         }
+    }
+
+    /// An answer nested to `MAX_DEPTH` in every place it can be (offers as
+    /// objects nested in an unknown field, and unknown fields of an offer),
+    /// padded with offers to the largest body `call` reads.
+    fn worst_admitted_answer() -> Vec<u8> {
+        let levels = MAX_DEPTH - 3; // answer, offers and an offer are 3
+        let deep = format!("{}1{}", r#"{"k":"#.repeat(levels), "}".repeat(levels));
+        let offer = format!(r#"{{"sku":"s","shop":"p","price_cents":5,"x":{deep}}}"#);
+        let unknown = format!("{}{}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        let room = Limits::default().body_bytes - 64 - unknown.len();
+        let offers = vec![offer.as_str(); room / (offer.len() + 1)].join(",");
+        format!(r#"{{"x":{unknown},"offers":[{offers}]}}"#).into_bytes()
+    }
+
+    /// Serve `body` to one request on a loopback port, from a coroutine.
+    fn serve_once(body: Vec<u8>) -> SocketAddr {
+        let listener = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        go!(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            http::read_request(&mut reader, &Limits::default()).unwrap();
+            let mut stream = stream;
+            http::write_response(&mut stream, 200, "OK", "application/json", &[], &body).unwrap();
+        });
+        addr
+    }
+
+    /// `call` on a coroutine with a stack of `stack_words`, against a
+    /// backend that answers `body`.
+    fn call_on_stack(stack_words: usize, body: Vec<u8>) -> Result<Vec<Offer>, String> {
+        configure_for_tests();
+        let addr = serve_once(body);
+        let builder = may::coroutine::Builder::new().stack_size(stack_words);
+        let slot = CancelSlot::default();
+        let call = go!(builder, move || call(
+            addr,
+            "x",
+            Duration::from_secs(5),
+            &slot
+        ));
+        call.unwrap().join().expect("the call coroutine ended")
+    }
+
+    /// What `CALL_STACK_WORDS` is sized from: may prints a coroutine's stack
+    /// use when it ends if its stack size is odd.
+    #[test]
+    #[ignore = "a measurement: run it with --ignored --nocapture"]
+    fn measure_the_call_stack() {
+        let offers = call_on_stack(CALL_STACK_WORDS | 1, worst_admitted_answer()).unwrap();
+        println!("{} offers parsed", offers.len());
+    }
+
+    #[test]
+    fn the_largest_deepest_answer_admitted_parses_on_half_the_stack() {
+        let offers = call_on_stack(CALL_STACK_WORDS / 2, worst_admitted_answer()).unwrap();
+        assert!(offers.len() > 10_000, "{}", offers.len());
+        let too_deep = format!(
+            r#"{{"offers":[],"x":{}{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        let refused = call_on_stack(CALL_STACK_WORDS / 2, too_deep.into_bytes()).unwrap_err();
+        assert!(
+            refused.starts_with("JSON nested deeper than 8 levels"),
+            "{refused}"
+        );
     }
 
     fn eventually(what: &str, check: impl Fn() -> bool) {

@@ -39,19 +39,23 @@
 //! HDR histogram) at high rates. Add a subscriber (an alerting rule, an
 //! archive) with the broadcaster of step 6 in front of the window coroutine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind as ClapError;
+use clap::{CommandFactory, Parser, ValueEnum};
 use may::go;
 use may::net::{TcpListener, TcpStream};
+use may::sync::{Mutex, WaitGroup};
 use may_patterns::bounded::{self, Receiver, RecvTimeoutError, Sender, TrySendError};
+use may_patterns::json::check_depth;
 use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::shutdown::Shutdown;
+use may_patterns::timeout::for_may;
 use serde::Serialize;
 
 // ANCHOR: cli
@@ -74,12 +78,13 @@ struct Args {
     /// it arrives late (0: none).
     #[arg(long, default_value_t = 100)]
     late_every: u64,
-    /// Window length, in event time.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// Window length, in event time (whole milliseconds, at least 1ms).
+    #[arg(long, default_value = "1s", value_parser = window_ms)]
     window: Duration,
-    /// A new window starts every SLIDE (sliding windows); default: the
+    /// A new window starts every SLIDE (sliding windows; at most the window
+    /// length, or some events would fall between windows); default: the
     /// window length (tumbling windows).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = window_ms)]
     slide: Option<Duration>,
     /// The JSON field that holds the key events are grouped by.
     #[arg(long, default_value = "sensor")]
@@ -89,11 +94,11 @@ struct Args {
     value: String,
     /// How far behind the newest event time the watermark trails: events up
     /// to this much out of order still count in their window.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = whole_ms)]
     lateness: Duration,
     /// After this long without an event, the watermark moves on with the
     /// wall clock, so the last windows close.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = timeout)]
     idle: Duration,
     /// What a source does when the ingest buffer is full.
     #[arg(long, value_enum, default_value_t = Policy::Block)]
@@ -102,14 +107,14 @@ struct Args {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     buffer: u64,
     /// TCP: close a connection that sends nothing for this long.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = timeout)]
     conn_timeout: Duration,
     /// TCP: connections served at once; a client beyond this is closed at
     /// once (and logged), so open sockets and their coroutines stay bounded.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
     /// Stop by itself after this long, as Ctrl-C would.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = timeout)]
     duration: Option<Duration>,
     /// Print one JSON object per closed window, then one with the totals.
     #[arg(long)]
@@ -122,6 +127,33 @@ struct Args {
 pub enum Source {
     Generator,
     Tcp(String),
+}
+
+/// A duration of event time: whole milliseconds, as events are stamped.
+fn whole_ms(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    match duration.subsec_nanos() % 1_000_000 {
+        0 => Ok(duration),
+        _ => Err("event time is counted in whole milliseconds".to_owned()),
+    }
+}
+
+/// A window's length or slide: whole milliseconds, and not zero.
+fn window_ms(text: &str) -> Result<Duration, String> {
+    match whole_ms(text)? {
+        Duration::ZERO => Err("a window must be at least 1ms".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+/// A wait on a coroutine or a socket. may reads a zero timeout as "none",
+/// so 0 is refused rather than meaning "wait for ever"; `Args::config`
+/// rounds the rest up to what may keeps (`timeout::for_may`).
+fn timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text).map_err(|e| e.to_string())? {
+        Duration::ZERO => Err("must be longer than 0".to_owned()),
+        duration => Ok(duration),
+    }
 }
 
 fn parse_source(text: &str) -> Result<Source, String> {
@@ -163,9 +195,17 @@ pub struct Fields {
     pub value: String,
 }
 
-/// Parse one line; `None` if it is not JSON, or `ts` (a non-negative integer,
-/// ms), the key (a string or a number) or the value (a number) is missing.
+/// How deep a line's JSON may nest. An event is one flat object (depth 1);
+/// the rest leaves room for extra fields a sender adds. serde_json builds a
+/// `Value` by recursion, so a deeper line is refused unparsed: on a 32 KiB
+/// connection coroutine a debug build overflowed its stack at depth 16.
+pub const MAX_DEPTH: usize = 8;
+
+/// Parse one line; `None` if it nests deeper than [`MAX_DEPTH`], is not
+/// JSON, or `ts` (a non-negative integer, ms), the key (a string or a
+/// number) or the value (a number) is missing.
 pub fn parse_event(line: &[u8], fields: &Fields) -> Option<Event> {
+    check_depth(line, MAX_DEPTH).ok()?;
     let json: serde_json::Value = serde_json::from_slice(line).ok()?;
     let key = match &json[&fields.key] {
         serde_json::Value::String(s) => s.clone(),
@@ -558,6 +598,20 @@ fn read_line_bounded(
     }
 }
 
+/// A connection coroutine's stack, in words: 48 KiB, half again may's
+/// default. The most it uses is reading and parsing the deepest, longest
+/// line admitted (`MAX_DEPTH`, `MAX_LINE`). Measured with may's
+/// odd-stack-size report, `cargo test [--release] --example
+/// stream_processing measure -- --ignored --nocapture` (`used size`, in
+/// words): 2706 in a debug build, 781 in a release build (rustc 1.95,
+/// x86_64 Linux, 2026-12-01). The default 4096 would hold the debug figure
+/// only 1.5 times; this holds it 2 times or more (`CONN_STACK_HEADROOM`),
+/// which a test checks by running that worst case on
+/// `CONN_STACK_WORDS / CONN_STACK_HEADROOM` words.
+pub const CONN_STACK_WORDS: usize = 0x1800;
+/// How many times the measured worst case `CONN_STACK_WORDS` must hold.
+pub const CONN_STACK_HEADROOM: usize = 2;
+
 /// One coroutine per connection: read lines until the peer closes, goes
 /// quiet for `timeout`, or the server stops; offer each to the ingest.
 fn serve_connection(
@@ -565,6 +619,7 @@ fn serve_connection(
     ingest: Ingest,
     fields: Fields,
     timeout: Duration,
+    stop: &Shutdown,
 ) -> String {
     let peer = stream.peer_addr().map_or("?".to_owned(), |a| a.to_string());
     if let Err(e) = stream.set_read_timeout(Some(timeout)) {
@@ -574,6 +629,8 @@ fn serve_connection(
     let (mut buf, mut lines, mut malformed) = (Vec::new(), 0u64, 0u64);
     let why = loop {
         let event = match read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
+            // A stop shuts the socket down: the read ends as if the peer had.
+            Ok(LineRead::End) if stop.is_triggered() => break "server stopping".to_owned(),
             Ok(LineRead::End) => break "closed by the client".to_owned(),
             Ok(LineRead::TooLong) => None,
             Ok(LineRead::Line) if buf.iter().all(u8::is_ascii_whitespace) => continue,
@@ -682,21 +739,24 @@ fn accept(
     log: Sender<Output>,
     stop: Shutdown,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
+    // Open sockets by connection id, so a stop can close every one of them,
+    // and a wait group, so this returns only after their coroutines ended.
+    let open: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+    let connections = WaitGroup::new();
+    for id in 0.. {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
             Err(e) => {
                 let _ = log.send(Output::Log(format!("accept failed: {e}")));
-                return;
+                break;
             }
         };
         if stop.is_triggered() {
-            return;
+            break;
         }
-        // Only this loop increments, so the check cannot race another accept.
-        if open.load(Ordering::Acquire) >= config.max_connections {
+        // Only this loop adds, so the check cannot race another accept.
+        if open.lock().unwrap().len() >= config.max_connections {
             let peer = stream.peer_addr().map_or("?".into(), |a| a.to_string());
             let why = format!(
                 "refused {peer}: {} connections open",
@@ -705,22 +765,65 @@ fn accept(
             let _ = log.send(Output::Log(why));
             continue; // dropping the stream closes it
         }
-        open.fetch_add(1, Ordering::AcqRel);
-        let (ingest, log, open) = (ingest.clone(), log.clone(), open.clone());
-        let (fields, timeout) = (config.fields.clone(), config.conn_timeout);
-        go!(move || {
-            let summary = serve_connection(stream, ingest, fields, timeout);
-            open.fetch_sub(1, Ordering::AcqRel);
+        match stream.try_clone() {
+            Ok(handle) => open.lock().unwrap().insert(id, handle),
+            Err(e) => {
+                let _ = log.send(Output::Log(format!("connection dropped: {e}")));
+                continue;
+            }
+        };
+        let (ingest, log, open, member) = (
+            ingest.clone(),
+            log.clone(),
+            open.clone(),
+            connections.clone(),
+        );
+        let (fields, timeout, stop) = (config.fields.clone(), config.conn_timeout, stop.clone());
+        let stack = may::coroutine::Builder::new().stack_size(CONN_STACK_WORDS);
+        let spawned = go!(stack, move || {
+            let summary = serve_connection(stream, ingest, fields, timeout, &stop);
+            open.lock().unwrap().remove(&id);
             let _ = log.send(Output::Log(summary));
+            drop(member); // this connection is done
         });
+        drop(spawned); // may's `Builder::spawn` never fails (it panics instead)
     }
+    // Close every open socket (a read parked on one returns at once) and
+    // wait for the connection coroutines: none outlives the run.
+    for (_, socket) in open.lock().unwrap().drain() {
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+    }
+    connections.wait();
 }
 
 // ANCHOR: main
 impl Args {
+    /// The flags, refusing a combination that makes no sense with clap's
+    /// usual error (and exit status 2), as a bad single value is.
+    fn parse_checked() -> Args {
+        let args = Args::parse();
+        if let Err(why) = args.check() {
+            Args::command()
+                .error(ClapError::ArgumentConflict, why)
+                .exit();
+        }
+        args
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.slide {
+            Some(slide) if slide > self.window => Err(format!(
+                "--slide {} is longer than --window {}: events between two windows would be in none",
+                humantime::format_duration(slide),
+                humantime::format_duration(self.window)
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn config(&self) -> Config {
-        let window = self.window.as_millis().max(1) as u64;
-        let slide = self.slide.map_or(window, |s| s.as_millis().max(1) as u64);
+        let window = self.window.as_millis() as u64;
+        let slide = self.slide.map_or(window, |s| s.as_millis() as u64);
         Config {
             source: self.source.clone(),
             generator_rate: self.rate,
@@ -731,10 +834,10 @@ impl Args {
                 slide,
             },
             lateness: self.lateness.as_millis() as u64,
-            idle: self.idle.max(Duration::from_millis(1)),
+            idle: for_may(self.idle),
             policy: self.policy,
             buffer: self.buffer as usize,
-            conn_timeout: self.conn_timeout,
+            conn_timeout: for_may(self.conn_timeout),
             max_connections: self.max_connections as usize,
             fields: Fields {
                 key: self.key.clone(),
@@ -745,7 +848,7 @@ impl Args {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args = Args::parse_checked();
     configure_once(Settings {
         workers: 2,
         stack_words: 0x1000,
@@ -753,7 +856,7 @@ fn main() {
     let shutdown = Shutdown::new();
     let on_ctrl_c = shutdown.clone();
     ctrlc::set_handler(move || on_ctrl_c.trigger()).expect("install the Ctrl-C handler");
-    if let Some(limit) = args.duration {
+    if let Some(limit) = args.duration.map(for_may) {
         let stop = shutdown.clone();
         go!(move || {
             may::coroutine::sleep(limit);
@@ -901,6 +1004,82 @@ mod tests {
         assert!(parse_event(br#"{"ts":"5","host":"a","ms":1}"#, &f).is_none());
     }
 
+    /// The lines that take a connection coroutine deepest: every shape of
+    /// nesting at `MAX_DEPTH`, each as long as a line may be.
+    fn worst_admitted_lines() -> Vec<String> {
+        let head = r#"{"ts":1,"sensor":"a","value":1,"x":"#;
+        let (open, close) = (MAX_DEPTH - 1, MAX_DEPTH - 1); // the event is level 1
+        let arrays = format!("{}{}", "[".repeat(open), "]".repeat(close));
+        let objects = format!("{}1{}", r#"{"k":"#.repeat(open), "}".repeat(close));
+        let pad = |json: String| {
+            let room = MAX_LINE - head.len() - json.len() - r#","p":""}"#.len();
+            format!(r#"{head}{json},"p":"{}"}}"#, "\\\\".repeat(room / 2))
+        };
+        let lines = vec![pad(arrays), pad(objects)];
+        assert!(lines
+            .iter()
+            .all(|l| l.len() <= MAX_LINE && l.len() > MAX_LINE - 2));
+        lines
+    }
+
+    /// Serve one connection that sends `lines` on a coroutine with a stack
+    /// of `stack_words`; return the connection's summary.
+    fn serve_on_stack(stack_words: usize, lines: &[String]) -> String {
+        configure_for_tests();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = bounded::channel(lines.len() + 1);
+        let ingest = Ingest {
+            tx,
+            policy: Policy::Block,
+            counters: Arc::default(),
+        };
+        let builder = may::coroutine::Builder::new().stack_size(stack_words);
+        let server = go!(builder, move || {
+            let (stream, _) = listener.accept().unwrap();
+            serve_connection(
+                stream,
+                ingest,
+                fields(),
+                Duration::from_secs(5),
+                &Shutdown::new(),
+            )
+        })
+        .unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        for line in lines {
+            writeln!(client, "{line}").unwrap();
+        }
+        drop(client);
+        let summary = server.join().expect("the connection coroutine ended");
+        drop(rx);
+        summary
+    }
+
+    /// What `CONN_STACK_WORDS` is sized from: may prints a coroutine's stack
+    /// use when it ends if its stack size is odd. See `CONN_STACK_WORDS`.
+    #[test]
+    #[ignore = "a measurement: run it with --ignored --nocapture"]
+    fn measure_the_connection_stack() {
+        let summary = serve_on_stack(CONN_STACK_WORDS | 1, &worst_admitted_lines());
+        assert!(summary.ends_with(": 2 lines, 0 malformed"), "{summary}");
+    }
+
+    #[test]
+    fn the_deepest_longest_lines_admitted_parse_on_a_fraction_of_the_stack() {
+        let stack = CONN_STACK_WORDS / CONN_STACK_HEADROOM;
+        let mut lines = worst_admitted_lines();
+        let too_deep = format!(
+            r#"{{"ts":1,"x":{}{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        lines.push(too_deep);
+        lines.push(r#"{"ts":2,"sensor":"a","value":2}"#.to_owned());
+        let summary = serve_on_stack(stack, &lines);
+        assert!(summary.ends_with(": 4 lines, 1 malformed"), "{summary}");
+    }
+
     #[test]
     fn over_long_lines_are_skipped_to_their_newline_and_reading_goes_on() {
         let long = "x".repeat(50);
@@ -987,6 +1166,40 @@ mod tests {
                 (10, 45.0, 0.0, 9.0, 4.0)
             );
         }
+    }
+
+    #[test]
+    fn a_stop_closes_open_connections_and_waits_for_them() {
+        configure_for_tests();
+        let shutdown = Shutdown::new();
+        let mut cfg = config(Source::Tcp("127.0.0.1:0".into()));
+        cfg.conn_timeout = Duration::from_secs(600); // only the stop can end it
+        let running = start(cfg, shutdown.clone()).unwrap();
+        let mut client = std::net::TcpStream::connect(running.local_addr.unwrap()).unwrap();
+        // The second event closes the first one's window: once that window
+        // arrives, the connection is being served.
+        writeln!(client, r#"{{"ts":1,"sensor":"a","value":1}}"#).unwrap();
+        writeln!(client, r#"{{"ts":500,"sensor":"a","value":1}}"#).unwrap();
+        match running.output.recv_timeout(Duration::from_secs(10)) {
+            Ok(Output::Window { window, .. }) => assert_eq!(window.start, 0),
+            _ => panic!("the first window did not close"),
+        }
+        let stopped = Instant::now();
+        shutdown.trigger();
+        let (_, logs, totals) = collect(&running);
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            stopped.elapsed()
+        );
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(logs[0].contains("ended (server stopping)"), "{logs:?}");
+        // The server closed its side: the client reads end-of-file.
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0);
+        assert_eq!(totals.events, 2, "{totals:?}");
     }
 
     #[test]
@@ -1098,5 +1311,34 @@ mod tests {
         assert!(Args::try_parse_from(["sp", "--source", "udp://x"]).is_err());
         assert!(Args::try_parse_from(["sp", "--window", "soon"]).is_err());
         assert!(Args::try_parse_from(["sp", "--buffer", "0"]).is_err());
+    }
+
+    #[test]
+    fn flags_that_make_no_sense_are_refused() {
+        let refused = |flags: &[&str]| {
+            let args = Args::try_parse_from(["sp"].iter().chain(flags));
+            args.map_or(true, |a| a.check().is_err())
+        };
+        for zero in [
+            "--window",
+            "--slide",
+            "--idle",
+            "--conn-timeout",
+            "--duration",
+        ] {
+            assert!(refused(&[zero, "0s"]), "{zero} 0s");
+        }
+        assert!(refused(&["--window", "1500us"]), "not whole ms");
+        assert!(refused(&["--lateness", "1ms 1us"]), "not whole ms");
+        assert!(refused(&["--window", "1s", "--slide", "1001ms"]));
+        assert!(!refused(&["--window", "1s", "--slide", "1s"]));
+        assert!(!refused(&["--lateness", "0s"]), "no lateness is meaningful");
+        // What may could not keep is rounded up, never dropped to "none".
+        let args = Args::try_parse_from(["sp", "--conn-timeout", "500us", "--idle", "1us"]);
+        let cfg = args.unwrap().config();
+        assert_eq!(
+            (cfg.conn_timeout, cfg.idle),
+            (Duration::from_millis(1), Duration::from_millis(1))
+        );
     }
 }

@@ -12,6 +12,11 @@ pub fn build_examples<'a>(names: impl IntoIterator<Item = &'a str>) -> PathBuf {
     build
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["build", "--quiet"]);
+    // `cargo test --release` drives release builds of the programs: build
+    // them in the profile this test was built in, next to it.
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
     for name in names {
         build.args(["--example", name]);
     }

@@ -1,0 +1,265 @@
+//! End to end: no program's input can overflow a stack. Each program that
+//! parses JSON it did not write gets, over its real TCP input, a document
+//! nested to its limit (accepted), one level past it and 127 levels deep
+//! (serde_json's own limit; rejected and counted), then good input, and
+//! must keep serving with its books balanced.
+//!
+//! `cargo test --test nesting` drives debug builds (what `cargo run`
+//! makes); `cargo test --release --test nesting` drives release builds.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+mod support;
+use support::{build_examples, interrupt, output_bounded, wait_bounded};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Every program's limit (each states it as `MAX_DEPTH`).
+const MAX_DEPTH: usize = 8;
+
+/// `levels` nested arrays, innermost empty: `[[]]` is 2.
+fn arrays(levels: usize) -> String {
+    format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+/// Start `name` with `args`; its stdout and stderr lines arrive on two
+/// channels, read by two threads so neither pipe can fill up.
+fn start(name: &str, args: &[&str]) -> (Child, Receiver<String>, Receiver<String>) {
+    let mut child = Command::new(build_examples([name]).join(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let lines = |pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let stdout = lines(Box::new(child.stdout.take().unwrap()));
+    let stderr = lines(Box::new(child.stderr.take().unwrap()));
+    (child, stdout, stderr)
+}
+
+/// The next line containing `text`, waiting at most `LIMIT`; a line about
+/// a stack overflow fails the test at once.
+fn line_with(lines: &Receiver<String>, text: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("no line with {text:?}"));
+        assert!(!line.contains("overflow"), "{line}");
+        if line.contains(text) {
+            return line;
+        }
+    }
+}
+
+fn listening_addr(stderr: &Receiver<String>) -> String {
+    let line = line_with(stderr, "listening on ");
+    line["listening on ".len()..].to_owned()
+}
+
+fn send_lines(addr: &str, lines: &[String]) {
+    let mut client = TcpStream::connect(addr).unwrap();
+    for line in lines {
+        writeln!(client, "{line}").unwrap();
+    }
+}
+
+#[test]
+fn the_stream_processor_refuses_deep_lines_and_keeps_serving() {
+    let (mut child, stdout, stderr) = start(
+        "stream_processing",
+        &["--source", "tcp://127.0.0.1:0", "--json", "--idle", "60s"],
+    );
+    let addr = listening_addr(&stderr);
+    let event =
+        |ts: u64, extra: String| format!(r#"{{"ts":{ts},"sensor":"a","value":1,"x":{extra}}}"#);
+    // The event object is one level, so MAX_DEPTH - 1 arrays inside it.
+    send_lines(
+        &addr,
+        &[
+            event(1, arrays(MAX_DEPTH - 1)),
+            event(2, arrays(MAX_DEPTH)),
+            event(3, arrays(127)),
+            event(4, "0".into()),
+        ],
+    );
+    let ended = line_with(&stderr, "connection from");
+    assert!(
+        ended.ends_with("(closed by the client): 4 lines, 2 malformed"),
+        "{ended}"
+    );
+    // Still serving: a new client is heard.
+    send_lines(&addr, &[event(5, "0".into())]);
+    let ended = line_with(&stderr, "connection from");
+    assert!(
+        ended.ends_with("(closed by the client): 1 lines, 0 malformed"),
+        "{ended}"
+    );
+    interrupt(&child);
+    let status = wait_bounded(&mut child, LIMIT);
+    assert!(status.success(), "exit status {status}");
+    let out: Vec<Value> = stdout
+        .iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let (totals, windows) = out.split_last().unwrap();
+    assert_eq!(totals["totals"]["events"], 3, "{totals}");
+    assert_eq!(totals["totals"]["malformed"], 2, "{totals}");
+    let counted: u64 = windows
+        .iter()
+        .map(|w| w["keys"]["a"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 3, "every event taken is in a window: {windows:?}");
+}
+
+#[test]
+fn the_pipeline_rejects_deep_records_and_reads_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("clean.jsonl");
+    let (mut child, stdout, stderr) = start(
+        "pipeline_data_processing",
+        &[
+            "--input",
+            "tcp://127.0.0.1:0",
+            "--format",
+            "jsonl",
+            "--output",
+            output.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let addr = listening_addr(&stderr);
+    let record = |id: &str, amount: &str, extra: &str| {
+        format!(
+            r#"{{"order_id":"{id}","customer":"c","country":"DE","amount":{amount},"currency":"EUR","ordered_at":"2024-03-01","x":{extra}}}"#
+        )
+    };
+    let levels = MAX_DEPTH - 1; // inside the record's own level
+    send_lines(
+        &addr,
+        &[
+            record("A-1", "1.5", "0"),
+            record("A-2", "2.5", &arrays(levels)), // extra field at the limit: kept
+            record("A-3", &arrays(levels), "0"),   // parsed at the limit, not a number
+            record("A-4", &arrays(levels + 1), "0"),
+            record("A-5", &arrays(127), "0"),
+            record("A-6", "6.5", &arrays(levels + 1)),
+            record("A-7", "7.5", "0"),
+        ],
+    );
+    let status = wait_bounded(&mut child, LIMIT);
+    let summary: Value = serde_json::from_str(&line_with(&stdout, "{")).unwrap();
+    assert!(status.success(), "exit status {status}: {summary}");
+    assert_eq!(
+        (&summary["read"], &summary["written"], &summary["rejected"]),
+        (&json!(7), &json!(3), &json!(4)),
+        "{summary}"
+    );
+    assert_eq!(summary["conserved"], true);
+    let written = std::fs::read_to_string(&output).unwrap();
+    let ids: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["order_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("A-1"), json!("A-2"), json!("A-7")]);
+    let rejects = std::fs::read_to_string(dir.path().join("clean.jsonl.rejects.csv")).unwrap();
+    let too_deep = "invalid JSON: JSON nested deeper than 8 levels";
+    let lines: Vec<&str> = rejects.lines().collect();
+    assert!(
+        lines[1].starts_with("3,amount is not a number: [[[[[[[]]]]]]]"),
+        "{rejects}"
+    );
+    for (row, line) in lines[2..].iter().zip([4, 5, 6]) {
+        assert!(row.starts_with(&format!("{line},{too_deep}")), "{rejects}");
+    }
+    assert_eq!(lines.len(), 5, "{rejects}");
+}
+
+/// A backend answering every request with `body`, on a thread of this test.
+fn backend(body: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut head = Vec::new();
+            let mut byte = [0u8];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn scatter_gather_fails_a_backend_whose_answer_is_too_deep_and_merges_the_rest() {
+    let answer = |shop: &str, extra: String| {
+        format!(
+            r#"{{"offers":[{{"sku":"s-{shop}","shop":"{shop}","price_cents":5}}],"x":{extra}}}"#
+        )
+    };
+    let addrs = [
+        backend(answer("at-limit", arrays(MAX_DEPTH - 1))), // the answer is level 1
+        backend(answer("past", arrays(MAX_DEPTH))),
+        backend(answer("deepest", arrays(127))),
+        backend(answer("plain", "0".into())),
+    ];
+    let list = addrs.map(|a| a.to_string()).join(",");
+    let name = "scatter_gather";
+    let mut command = Command::new(build_examples([name]).join(name));
+    let out = output_bounded(
+        command.args(["--backends", &list, "--timeout", "5s", "--json"]),
+        LIMIT,
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("overflow"),
+        "{out:?}"
+    );
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["answered"], 2, "{report}");
+    let backends = report["backends"].as_array().unwrap();
+    let status = |i: usize| {
+        (
+            backends[i]["status"].as_str().unwrap(),
+            backends[i]["reason"].as_str(),
+        )
+    };
+    assert_eq!(status(0).0, "answered");
+    assert_eq!(status(3).0, "answered");
+    for past in [1, 2] {
+        let (status, reason) = status(past);
+        assert_eq!(status, "failed");
+        assert!(
+            reason
+                .unwrap()
+                .starts_with("JSON nested deeper than 8 levels"),
+            "{report}"
+        );
+    }
+    let skus: Vec<&str> = report["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(skus, ["s-at-limit", "s-plain"]);
+}
