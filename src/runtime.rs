@@ -1,10 +1,13 @@
 //! Configure may's scheduler once, before anything starts it.
 //!
-//! May reads its worker count, stack size and pinning the first time it starts
-//! (the first `go!`, socket or blocking call). A later `may::config()` call is
-//! silently ignored, although `get_workers()` will report the ignored value. A
-//! test binary runs many tests in one process, so every test in it must agree
-//! on one configuration: [`configure_once`] applies the first request and
+//! May reads its worker count and worker pinning once, when it starts (the
+//! first `go!`, socket or blocking call): a later `set_workers` is silently
+//! ignored, although `get_workers()` will report the ignored value. The stack
+//! size is read at every spawn, but a spawn at the default size first reuses
+//! a pooled coroutine whose stack was made with the size in force before, so
+//! a late change mixes old and new stacks (primer step 9 shows both). A test
+//! binary runs many tests in one process, so every test in it must agree on
+//! one configuration: [`configure_once`] applies the first request and
 //! reports what really applies to every later caller.
 
 use std::sync::OnceLock;
@@ -23,12 +26,12 @@ static APPLIED: OnceLock<Settings> = OnceLock::new();
 /// Configure may with `settings` if this is the first call in the process, and
 /// return the settings that are in force either way.
 ///
-/// Worker pinning is switched off: with pinning on, every may process pins its
-/// first worker to CPU 0, so parallel test binaries and benchmarks would all
-/// fight over one core.
+/// Worker pinning is switched off: with pinning on, may pins worker `i` to
+/// core `i` (may 0.3.51 `scheduler.rs:63-69`), so parallel test binaries and
+/// benchmarks would all crowd onto the same first cores.
 ///
 /// Call it before the first `go!`, socket or may blocking call: after may has
-/// started, the settings can no longer change.
+/// started, the worker count and pinning can no longer change.
 pub fn configure_once(settings: Settings) -> Settings {
     *APPLIED.get_or_init(|| {
         may::config()

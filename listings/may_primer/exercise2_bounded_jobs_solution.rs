@@ -15,24 +15,45 @@ fn job(n: u64) -> u64 {
 }
 
 // ANCHOR: solution
+/// One running job's share of the limit: a semaphore permit and one count in
+/// `alive`, both given back when the job's coroutine drops it (also when the
+/// job panics, so a failed job cannot shrink the limit).
+struct Slot<'a> {
+    permits: &'a Semphore,
+    alive: &'a AtomicUsize,
+}
+
+impl<'a> Slot<'a> {
+    /// Park until a permit is free, then count one more live coroutine.
+    fn take(permits: &'a Semphore, alive: &'a AtomicUsize, peak: &AtomicUsize) -> Self {
+        permits.wait();
+        let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        Slot { permits, alive }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.alive.fetch_sub(1, Ordering::SeqCst);
+        self.permits.post();
+    }
+}
+
 fn run_bounded(items: &[u64], limit: usize) -> (Vec<u64>, usize) {
     let permits = Semphore::new(limit.max(1));
-    let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (alive, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let results = coroutine::scope(|s| {
-        // One scoped coroutine per item; joining the handles in spawn order
-        // gives the results in input order, whatever order they finish in.
+        // The slot is taken *before* go!: a coroutine, and its stack, exists
+        // only while it holds one, so at most `limit` exist at once. Joining
+        // the handles in spawn order gives the results in input order.
         let handles: Vec<_> = items
             .iter()
             .map(|&n| {
-                let (permits, running, peak) = (&permits, &running, &peak);
+                let slot = Slot::take(&permits, &alive, &peak);
                 go!(s, move || {
-                    permits.wait();
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, Ordering::SeqCst);
-                    let result = job(n);
-                    running.fetch_sub(1, Ordering::SeqCst);
-                    permits.post();
-                    result
+                    let _slot = slot; // dropped when the job is done
+                    job(n)
                 })
             })
             .collect();
@@ -46,7 +67,10 @@ fn main() {
     may::config().set_workers(2);
     let items: Vec<u64> = (1..=100).map(|n| n * 37).collect();
     let (results, peak) = run_bounded(&items, 8);
-    println!("{} results, at most {peak} jobs at once", results.len());
+    println!(
+        "{} results, at most {peak} coroutines at once",
+        results.len()
+    );
 }
 
 #[cfg(test)]

@@ -98,7 +98,8 @@ mod tests {
         let lost = go!(|| rounds_where_select_lost_a_message(ROUNDS))
             .join()
             .unwrap();
-        // Measured at about 99% of rounds; one loss proves the point.
+        // How often depends on timing (build, load: compare the shown
+        // output with a release run); one loss proves the point.
         assert!(lost > 0, "select! lost nothing in {ROUNDS} rounds");
     }
 

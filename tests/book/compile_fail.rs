@@ -1,8 +1,11 @@
-//! `compile_fail` blocks must fail to compile, with the error code they name.
+//! `compile_fail` blocks must fail to compile, with the error code they name,
+//! and the compiler's message shown after them must be the one rustc prints.
 //!
 //! skeptic cannot check this (it only builds and runs), and stable rustdoc
 //! ignores the error code, so each block is compiled here with rustc against
-//! the may rlib this test run was built with.
+//! the may rlib this test run was built with. The chapter shows the message
+//! from a `.stderr` file included in the ```text block right after the
+//! `compile_fail` block; `BLESS=1` rewrites that file from rustc's output.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,7 +53,26 @@ fn unhide(body: &str) -> String {
         .join("\n")
 }
 
-pub fn check(block: &Block) -> Result<(), String> {
+/// rustc's message as a reader would see it from `cargo build`: the snippet
+/// is compiled as `src/main.rs` from its own folder, so paths read as in a
+/// cargo project, and rustc's closing "aborting due to" line, which cargo
+/// replaces with its own summary, is dropped.
+fn as_shown(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| !line.starts_with("error: aborting due to"))
+        .collect();
+    let mut text = lines.join("\n");
+    while text.contains("\n\n\n") {
+        text = text.replace("\n\n\n", "\n\n");
+    }
+    format!("{}\n", text.trim())
+}
+
+/// Compile `block`; check that it fails with its error codes and that rustc's
+/// message is the one in `shown` (the `.stderr` file the chapter includes).
+pub fn check(block: &Block, shown: &Path) -> Result<(), String> {
     let codes = block.error_codes();
     if codes.is_empty() {
         return Err(
@@ -58,13 +80,14 @@ pub fn check(block: &Block) -> Result<(), String> {
         );
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let file = dir.path().join("snippet.rs");
-    fs::write(&file, unhide(&block.body)).map_err(|e| e.to_string())?;
+    fs::create_dir(dir.path().join("src")).map_err(|e| e.to_string())?;
+    fs::write(dir.path().join("src/main.rs"), unhide(&block.body)).map_err(|e| e.to_string())?;
 
     let deps = deps_dir();
     let mut rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
     rustc
-        .arg(&file)
+        .current_dir(dir.path())
+        .arg("src/main.rs")
         .args([
             "--edition=2021",
             "--crate-type=bin",
@@ -100,5 +123,27 @@ pub fn check(block: &Block) -> Result<(), String> {
             "the block fails to compile, but not with {missing:?}; rustc said:\n{stderr}"
         ));
     }
-    Ok(())
+    compare_with_shown(&as_shown(&stderr), shown)
+}
+
+fn compare_with_shown(actual: &str, shown: &Path) -> Result<(), String> {
+    let name = super::chapters::relative(&shown.canonicalize().unwrap_or(shown.to_path_buf()));
+    let expected = fs::read_to_string(shown).unwrap_or_default();
+    if expected == actual {
+        return Ok(());
+    }
+    if std::env::var_os("BLESS").is_some() {
+        fs::write(shown, actual).map_err(|e| format!("cannot bless {name}: {e}"))?;
+        println!("blessed {name}");
+        return Ok(());
+    }
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    Err(format!(
+        "{name} is not what {rustc} prints for the block (re-bless with \
+         `BLESS=1 cargo test --test book compile_fail` if intended); rustc said:\n{actual}"
+    ))
 }

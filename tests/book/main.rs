@@ -104,8 +104,38 @@ fn every_code_block_names_its_language() {
     assert_no_problems("untagged code blocks", problems);
 }
 
+/// The `.stderr` file included by the ```text block right after each
+/// `compile_fail` block of `source` (a chapter at `path`), or why there is none.
+fn shown_messages(path: &std::path::Path, source: &str) -> Vec<Result<PathBuf, String>> {
+    let blocks = fences::blocks(source);
+    blocks
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.is_compile_fail())
+        .map(|(i, _)| {
+            let next = blocks.get(i + 1).filter(|b| b.info == "text");
+            let includes: Vec<_> = next
+                .map(|b| directives::parse(path, &b.body))
+                .unwrap_or_default();
+            match includes.as_slice() {
+                [d] if d.kind == "include"
+                    && d.target.extension().is_some_and(|e| e == "stderr") =>
+                {
+                    Ok(d.target.clone())
+                }
+                _ => Err(
+                    "a compile_fail block must be followed by a ```text block that \
+                          includes the compiler's message, e.g. \
+                          {{#include ../../listings/<chapter>/<name>.stderr}}"
+                        .to_owned(),
+                ),
+            }
+        })
+        .collect()
+}
+
 #[test]
-fn compile_fail_blocks_fail_with_the_error_code_they_name() {
+fn compile_fail_blocks_fail_with_the_error_code_and_message_they_show() {
     let sources = chapters::sources();
     let mut checked = 0;
     let mut problems = Vec::new();
@@ -116,13 +146,15 @@ fn compile_fail_blocks_fail_with_the_error_code_they_name() {
             .filter(|b| b.is_compile_fail())
             .map(|b| b.line)
             .collect();
+        let shown = shown_messages(&source.path, &source.text);
         let blocks: Vec<_> = fences::blocks(&chapter.text)
             .into_iter()
             .filter(|b| b.is_compile_fail())
             .collect();
-        for (block, line) in blocks.iter().zip(lines) {
+        for ((block, line), shown) in blocks.iter().zip(lines).zip(shown) {
             checked += 1;
-            if let Err(problem) = compile_fail::check(block) {
+            let checked_block = shown.and_then(|file| compile_fail::check(block, &file));
+            if let Err(problem) = checked_block {
                 problems.push(format!("{}:{line}: {problem}", chapter.path.display()));
             }
         }

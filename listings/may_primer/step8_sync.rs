@@ -1,6 +1,6 @@
-//! Step 5: may's Mutex, Semphore and WaitGroup park coroutines, not threads.
+//! Step 8: may's Mutex, Semphore and WaitGroup park coroutines, not threads.
 //!
-//! Run it: `cargo run --example step5_sync`
+//! Run it: `cargo run --example step8_sync`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +19,11 @@ fn main() {
     println!(
         "semaphore: 50 jobs, at most 3 at a time; most seen at once = {}",
         limited_concurrency(50, 3)
+    );
+    println!(
+        "a job panicked holding a permit: {} of 3 free with a guard, {} with bare wait/post",
+        free_permits_after_a_panic(true),
+        free_permits_after_a_panic(false)
     );
     println!("wait group: {} coroutines checked in", wait_for_all(20));
 }
@@ -55,19 +60,64 @@ fn limited_concurrency(jobs: usize, limit: usize) -> usize {
         .map(|_| {
             let (permits, working, peak) = (permits.clone(), working.clone(), peak.clone());
             go!(move || {
-                permits.wait(); // parks while `limit` others hold a permit
+                let _permit = Permit::acquire(&permits); // parks while `limit` others work
                 let now = working.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
                 coroutine::sleep(Duration::from_millis(2)); // the "work"
                 working.fetch_sub(1, Ordering::SeqCst);
-                permits.post(); // hand the permit to the next waiter
-            })
+            }) // `_permit` is dropped here: the next waiter gets it
         })
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
     peak.load(Ordering::SeqCst)
 }
 // ANCHOR_END: semaphore
+
+// ANCHOR: permit
+/// One permit of a `Semphore`, handed back when dropped. A bare `wait()` ...
+/// `post()` pair leaks the permit if the code between them panics, and the
+/// semaphore then admits one fewer for the rest of the program.
+struct Permit<'a>(&'a Semphore);
+
+impl<'a> Permit<'a> {
+    fn acquire(permits: &'a Semphore) -> Self {
+        permits.wait();
+        Permit(permits)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.post(); // also runs while a panic unwinds the coroutine
+    }
+}
+// ANCHOR_END: permit
+
+// ANCHOR: panic_with_permit
+/// Let one coroutine panic while it holds one of 3 permits, taken with a
+/// `Permit` guard or with a bare `wait()`/`post()` pair; return how many of
+/// the 3 are free afterwards.
+fn free_permits_after_a_panic(guarded: bool) -> usize {
+    let permits = Arc::new(Semphore::new(3));
+    let held = permits.clone();
+    let failing = go!(move || {
+        if guarded {
+            let _permit = Permit::acquire(&held);
+            failing_job();
+        } else {
+            held.wait();
+            failing_job();
+            held.post(); // never reached
+        }
+    });
+    assert!(failing.join().is_err(), "the job panicked");
+    permits.get_value()
+}
+
+fn failing_job() {
+    panic!("job failed while holding a permit");
+}
+// ANCHOR_END: panic_with_permit
 
 // ANCHOR: wait_group
 /// Wait for a group of coroutines without keeping their handles.
@@ -106,6 +156,13 @@ mod tests {
             assert!(peak <= limit, "peak {peak} exceeded limit {limit}");
             assert!(peak >= 1);
         }
+    }
+
+    #[test]
+    fn a_permit_guard_survives_a_panic_and_a_bare_wait_leaks() {
+        configure_for_tests();
+        assert_eq!(free_permits_after_a_panic(true), 3);
+        assert_eq!(free_permits_after_a_panic(false), 2);
     }
 
     #[test]

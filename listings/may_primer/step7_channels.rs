@@ -1,6 +1,6 @@
-//! Step 4: may's three channel kinds, and which one to reach for.
+//! Step 7: may's three channel kinds, and which one to reach for.
 //!
-//! Run it: `cargo run --example step4_channels`
+//! Run it: `cargo run --example step7_channels`
 
 use may::go;
 use may::sync::{mpmc, mpsc, spsc};
@@ -63,7 +63,8 @@ fn mpmc_work_sharing(consumers: usize, jobs: usize) -> Vec<usize> {
 // ANCHOR_END: mpmc
 
 // ANCHOR: spsc
-/// Exactly one sender and one receiver (neither is Clone): the cheapest kind.
+/// Exactly one sender and one receiver (neither is Clone). Its Receiver has
+/// no `recv_timeout`: a wait with a deadline needs mpsc or mpmc.
 fn spsc_relay(count: u64) -> u64 {
     let (tx, rx) = spsc::channel();
     let consumer = go!(move || rx.iter().sum::<u64>());

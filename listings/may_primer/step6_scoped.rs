@@ -1,6 +1,6 @@
-//! Step 3: scoped coroutines may borrow from the stack that spawned them.
+//! Step 6: scoped coroutines may borrow from the stack that spawned them.
 //!
-//! Run it: `cargo run --example step3_scoped`
+//! Run it: `cargo run --example step6_scoped`
 
 use may::coroutine;
 use may::go;

@@ -1,6 +1,6 @@
-//! Step 2: a panic stays inside its coroutine; `join` reports it.
+//! Step 5: a panic stays inside its coroutine; `join` reports it.
 //!
-//! Run it: `cargo run --example step2_join_panic`
+//! Run it: `cargo run --example step5_join_panic`
 
 use std::any::Any;
 
