@@ -3,7 +3,7 @@
 //! broken in a different way (cycling through the validator's rules and the
 //! parser's), as CSV or JSON Lines. The same seed gives the same file.
 //!
-//! Run it: `cargo run --example generate_orders -- --rows 100000 --bad-every 50 --format csv --out target/orders.csv`
+//! Run it: `cargo run --example generate_orders -- --rows 100000 --bad-every 50 --format csv --out /tmp/orders.csv`
 //! (without `--out` it writes to stdout).
 
 use std::fs::File;

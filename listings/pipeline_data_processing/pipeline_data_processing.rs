@@ -20,7 +20,7 @@
 //! records and times its work, its waits for input and its waits for room.
 //!
 //! **Usage.**
-//! `cargo run --release --example pipeline_data_processing -- --input listings/pipeline_data_processing/data/orders.csv --output target/clean.csv`
+//! `cargo run --release --example pipeline_data_processing -- --input listings/pipeline_data_processing/data/orders.csv --output /tmp/clean.csv`
 //! (`--help` lists every flag with its default; `--json` prints the summary
 //! as JSON; `--input tcp://127.0.0.1:9000 --format csv` listens for one
 //! client, e.g. `nc 127.0.0.1 9000 < orders.csv`). Exit status: 0 on

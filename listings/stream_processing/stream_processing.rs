@@ -548,6 +548,20 @@ impl Generator {
 }
 // ANCHOR_END: generator
 
+/// A connection coroutine's stack, in words: 48 KiB, half again may's
+/// default. The most it uses is reading and parsing the deepest, longest
+/// line admitted (`MAX_DEPTH`, `MAX_LINE`). Measured with may's
+/// odd-stack-size report, `cargo test [--release] --example
+/// stream_processing measure -- --ignored --nocapture` (`used size`, in
+/// words): 2706 in a debug build, 781 in a release build (rustc 1.95,
+/// x86_64 Linux, 2026-12-01). The default 4096 would hold the debug figure
+/// only 1.5 times; this holds it 2 times or more (`CONN_STACK_HEADROOM`),
+/// which a test checks by running that worst case on
+/// `CONN_STACK_WORDS / CONN_STACK_HEADROOM` words.
+pub const CONN_STACK_WORDS: usize = 0x1800;
+/// How many times the measured worst case `CONN_STACK_WORDS` must hold.
+pub const CONN_STACK_HEADROOM: usize = 2;
+
 // ANCHOR: connection
 /// How one bounded line read ended.
 #[derive(Debug, PartialEq)]
@@ -597,20 +611,6 @@ fn read_line_bounded(
         }
     }
 }
-
-/// A connection coroutine's stack, in words: 48 KiB, half again may's
-/// default. The most it uses is reading and parsing the deepest, longest
-/// line admitted (`MAX_DEPTH`, `MAX_LINE`). Measured with may's
-/// odd-stack-size report, `cargo test [--release] --example
-/// stream_processing measure -- --ignored --nocapture` (`used size`, in
-/// words): 2706 in a debug build, 781 in a release build (rustc 1.95,
-/// x86_64 Linux, 2026-12-01). The default 4096 would hold the debug figure
-/// only 1.5 times; this holds it 2 times or more (`CONN_STACK_HEADROOM`),
-/// which a test checks by running that worst case on
-/// `CONN_STACK_WORDS / CONN_STACK_HEADROOM` words.
-pub const CONN_STACK_WORDS: usize = 0x1800;
-/// How many times the measured worst case `CONN_STACK_WORDS` must hold.
-pub const CONN_STACK_HEADROOM: usize = 2;
 
 /// One coroutine per connection: read lines until the peer closes, goes
 /// quiet for `timeout`, or the server stops; offer each to the ingest.
