@@ -279,3 +279,70 @@ pub fn write_percentile_table(chapter: &str, file: &str, note: &str, rows: &[Per
     std::fs::write(&path, text).unwrap();
     println!("wrote {}", path.display());
 }
+
+/// One cell of a table a bench measures itself, not through criterion (a
+/// peer system's numbers, or a child process with other settings).
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // each bench is its own crate; most use criterion's tables only
+pub enum Cell {
+    /// Time per iteration, in nanoseconds.
+    Nanos(f64),
+    /// A size, in bytes.
+    Bytes(f64),
+    /// Not measured for this column.
+    Empty,
+}
+
+fn bytes_as_text(bytes: f64) -> String {
+    match bytes {
+        b if b.abs() < 1_024.0 => format!("{b:.0} B"),
+        b if b.abs() < 1_048_576.0 => format!("{:.1} KiB", b / 1_024.0),
+        b => format!("{:.1} MiB", b / 1_048_576.0),
+    }
+}
+
+/// Write `book/<chapter>/<file>`: the same heading line as the criterion
+/// tables, `note`, then a `measurement` column and one column per title, with
+/// one line per row of cells.
+#[allow(dead_code)] // each bench is its own crate; most use criterion's tables only
+pub fn write_cells_table(
+    chapter: &str,
+    file: &str,
+    note: &str,
+    titles: &[&str],
+    rows: &[(String, Vec<Cell>)],
+) {
+    let mut text = format!(
+        "Measured on {} with `cargo bench --bench {chapter}` (release build), {}.",
+        machine(),
+        today()
+    );
+    if !note.is_empty() {
+        write!(text, "\n{note}").unwrap();
+    }
+    write!(
+        text,
+        "\n\n| measurement | {} |\n|{}\n",
+        titles.join(" | "),
+        "---|".repeat(titles.len() + 1)
+    )
+    .unwrap();
+    for (what, cells) in rows {
+        let cells: Vec<String> = cells
+            .iter()
+            .map(|cell| match *cell {
+                Cell::Nanos(ns) => human(ns),
+                Cell::Bytes(bytes) => bytes_as_text(bytes),
+                Cell::Empty => "—".to_owned(),
+            })
+            .collect();
+        writeln!(text, "| {what} | {} |", cells.join(" | ")).unwrap();
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("book")
+        .join(chapter)
+        .join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+    println!("wrote {}", path.display());
+}
