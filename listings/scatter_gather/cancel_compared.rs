@@ -62,15 +62,14 @@ fn read_until_stopped(mut stream: TcpStream, flag: Option<&AtomicBool>, held: He
         match stream.read(&mut buf) {
             Ok(0) => return "read returned end of stream".into(),
             Ok(_) => return "read data".into(),
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                match flag {
-                    Some(flag) if flag.load(Ordering::SeqCst) => {
-                        return "saw the flag after a timed-out read".into()
-                    }
-                    Some(_) => continue,
-                    None => return "read timed out".into(),
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => match flag
+            {
+                Some(flag) if flag.load(Ordering::SeqCst) => {
+                    return "saw the flag after a timed-out read".into()
                 }
-            }
+                Some(_) => continue,
+                None => return "read timed out".into(),
+            },
             Err(e) => return format!("read failed: {e}"),
         }
     }
@@ -88,7 +87,10 @@ fn measure(mechanism: Mechanism, peer: &TcpListener) -> Outcome {
         Mechanism::ReadTimeout => stream.set_read_timeout(Some(STOP_AFTER)).unwrap(),
         Mechanism::SocketShutdown | Mechanism::CoroutineCancel => {}
     }
-    let (stop, dropped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (stop, dropped) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let reader = {
         let (stop, held) = (stop.clone(), Held(dropped.clone()));
         let polls_flag = mechanism == Mechanism::Flag;
@@ -198,7 +200,10 @@ mod tests {
             parked_on_recv.coroutine().cancel();
             parked_in_sleep.coroutine().cancel();
         }
-        assert!(parked_on_recv.join().is_err(), "unwound, not woken by a message");
+        assert!(
+            parked_on_recv.join().is_err(),
+            "unwound, not woken by a message"
+        );
         assert!(parked_in_sleep.join().is_err(), "unwound, not after 60 s");
         assert!(asked.elapsed() < PROMPT, "{:?}", asked.elapsed());
     }
