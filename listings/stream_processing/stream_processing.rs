@@ -83,7 +83,8 @@ struct Args {
     window: Duration,
     /// A new window starts every SLIDE (sliding windows; at most the window
     /// length, or some events would fall between windows); default: the
-    /// window length (tumbling windows).
+    /// window length (tumbling windows). Each event is kept in WINDOW / SLIDE
+    /// windows at once, so a small slide multiplies memory and work.
     #[arg(long, value_parser = window_ms)]
     slide: Option<Duration>,
     /// The JSON field that holds the key events are grouped by.
