@@ -446,8 +446,10 @@ impl Report {
             println!("  fatal: {error}");
         }
         println!(
-            "  ran {:.1?}; stopped early: {}",
-            self.elapsed, self.stopped_early
+            "  {} written in {:.1?}; stopped early: {}",
+            n(self.written.len() as u64),
+            self.elapsed,
+            self.stopped_early
         );
     }
 }

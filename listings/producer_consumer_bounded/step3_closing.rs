@@ -5,8 +5,6 @@
 //!
 //! Run it: `cargo run --example step3_closing`
 
-use std::time::Duration;
-
 use may::go;
 use may_patterns::bounded::{self, SendError};
 use may_patterns::runtime::{configure_once, Settings};
@@ -86,6 +84,8 @@ fn producers_leave(producers: usize, items: usize, consumers: usize) -> Vec<usiz
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use may_patterns::runtime::configure_for_tests;
 
