@@ -15,6 +15,8 @@
 //!   (scatter-gather, and every HTTP chapter after it).
 //! - [`json`]: reject JSON nested deeper than a program's records need,
 //!   before a recursive parser can overflow a coroutine's stack.
+//! - [`machine`]: the machine and date a measured table names (the pitfalls
+//!   appendix).
 //! - [`pace`]: simulated per-item waits without sub-millisecond coroutine
 //!   sleeps (which may 0.3.51 gets wrong).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
@@ -35,6 +37,7 @@ pub mod blocking;
 pub mod bounded;
 pub mod http;
 pub mod json;
+pub mod machine;
 pub mod pace;
 pub mod runtime;
 pub mod shutdown;

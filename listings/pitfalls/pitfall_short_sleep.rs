@@ -13,14 +13,17 @@
 //!
 //! Run it: `cargo run --example pitfall_short_sleep`, or choose the sizes:
 //! `cargo run --example pitfall_short_sleep -- --runs 10 --sleep-us 0,5,50,1000 --rounds 100`.
+//! The appendix's release table comes from
+//! `cargo run --release --example pitfall_short_sleep -- --rounds 100 --write-table book/pitfalls/short_sleep_release.md`.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use may::go;
-use may_patterns::bounded;
 use may_patterns::runtime::{configure_once, Settings};
+use may_patterns::{bounded, machine};
 
 /// Count how often short coroutine sleeps crash may 0.3.51.
 #[derive(Parser)]
@@ -34,6 +37,10 @@ struct Args {
     /// Stress rounds in each child.
     #[arg(long, default_value_t = 20)]
     rounds: u64,
+    /// Also write the counts as a markdown table to this file, headed by the
+    /// machine, the command and the date.
+    #[arg(long)]
+    write_table: Option<PathBuf>,
 }
 
 /// Set in a child process: "<sleep µs>,<rounds>" to run the stress once.
@@ -58,12 +65,35 @@ fn main() {
         args.runs, args.rounds
     );
     println!("{:>8}  {:>8}  {:>5}", "sleep", "crashed", "hung");
+    let mut table = String::from("| sleep | crashed | hung |\n|---|---|---|\n");
     for &sleep_us in &args.sleep_us {
         let tally = tally(sleep_us, args.rounds, args.runs);
         let sleep = format!("{sleep_us} µs");
         let crashed = format!("~{}", tally.crashed);
         let hung = format!("~{}", tally.hung);
         println!("{sleep:>8}  {crashed:>8}  {hung:>5}");
+        let runs = args.runs;
+        table += &format!(
+            "| {sleep} | {} of {runs} | {} of {runs} |\n",
+            tally.crashed, tally.hung
+        );
+    }
+    if let Some(path) = args.write_table {
+        let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+        let release = if cfg!(debug_assertions) {
+            ""
+        } else {
+            " --release"
+        };
+        let head = format!(
+            "Measured on {} with `cargo run{release} --example pitfall_short_sleep -- {command}` \
+             ({build} build, {} rounds per run), {}.\n\n",
+            machine::describe(),
+            args.rounds,
+            machine::today()
+        );
+        std::fs::write(&path, head + &table)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
 }
 
