@@ -147,3 +147,20 @@ fn compare_with_shown(actual: &str, shown: &Path) -> Result<(), String> {
          `BLESS=1 cargo test --test book compile_fail` if intended); rustc said:\n{actual}"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shown_message_drops_only_rustcs_closing_line() {
+        let stderr = "error[E0373]: closure may outlive\n --> src/main.rs:5:21\n  |  \n\n\n\
+                      error: aborting due to 1 previous error\n\n\
+                      For more information about this error, try `rustc --explain E0373`.\n";
+        assert_eq!(
+            as_shown(stderr),
+            "error[E0373]: closure may outlive\n --> src/main.rs:5:21\n  |\n\n\
+             For more information about this error, try `rustc --explain E0373`.\n"
+        );
+    }
+}
