@@ -45,7 +45,6 @@ use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::shutdown::Shutdown;
 use may_patterns::stage::{timed, Outcome, Stage, StageStats};
 
-// ANCHOR: cli
 /// Run records through read -> parse -> enrich -> write, four stages joined by
 /// bounded queues, and report where the time went and where every record ended.
 ///
@@ -88,7 +87,6 @@ struct Args {
     #[arg(long)]
     json: bool,
 }
-// ANCHOR_END: cli
 
 /// What the read stage produces: one raw line, `id,customer,amount_cents`.
 struct Line {
@@ -210,7 +208,6 @@ fn write(record: Enriched, cost: Duration) -> u64 {
     order.id
 }
 
-// ANCHOR: source_sink
 /// The first stage: make records until `items` are made, `stop` is
 /// triggered, or the next stage is gone.
 fn source<O>(
@@ -261,7 +258,6 @@ fn sink<I>(
     stats.input_high_water = Some(input.high_water());
     (stats, fatal)
 }
-// ANCHOR_END: source_sink
 
 /// What happened in one run.
 #[derive(Debug)]
@@ -407,7 +403,6 @@ impl Report {
     }
 }
 
-// ANCHOR: print_text
 impl Report {
     fn print_text(&self) {
         let chain: Vec<String> = self
@@ -471,7 +466,6 @@ impl Report {
         }
     }
 }
-// ANCHOR_END: print_text
 
 impl Report {
     /// The report as one JSON object.
@@ -515,7 +509,6 @@ impl Report {
     }
 }
 
-// ANCHOR: main
 impl Args {
     fn config(&self) -> Config {
         Config {
@@ -560,7 +553,6 @@ fn main() -> ExitCode {
         false => ExitCode::FAILURE,
     }
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

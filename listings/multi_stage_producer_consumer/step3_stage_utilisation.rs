@@ -177,7 +177,6 @@ struct Run {
     written: Vec<u64>,
 }
 
-// ANCHOR: pipeline
 fn run_pipeline(items: u64, capacity: usize, costs: Costs) -> Run {
     let started = Instant::now();
     let (lines_tx, lines_rx) = bounded::channel::<Line>(capacity);
@@ -208,7 +207,6 @@ fn run_pipeline(items: u64, capacity: usize, costs: Costs) -> Run {
         written,
     }
 }
-// ANCHOR_END: pipeline
 
 // ANCHOR: report
 /// `part` as a percentage of `whole`.

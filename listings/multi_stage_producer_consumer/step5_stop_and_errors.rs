@@ -454,7 +454,6 @@ impl Report {
     }
 }
 
-// ANCHOR: main
 fn main() {
     configure_once(Settings {
         workers: 2,
@@ -492,7 +491,6 @@ fn main() {
     };
     run_pipeline(config(10_000, failing_sink), &Shutdown::new()).print(true);
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

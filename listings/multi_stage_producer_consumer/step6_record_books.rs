@@ -66,7 +66,6 @@ fn io_wait(cost: Duration) {
     }
 }
 
-// ANCHOR: faults
 /// Faults to inject, to see how the chain copes.
 #[derive(Clone, Copy, Debug, Default)]
 struct Faults {
@@ -105,7 +104,6 @@ fn parse(line: Line, kib: usize) -> Result<Order, Reject> {
         digest: checksum(&line.text, kib),
     })
 }
-// ANCHOR_END: faults
 
 /// CPU-like cost: FNV-1a over `kib` KiB made of the line's bytes, repeated.
 fn checksum(text: &str, kib: usize) -> u64 {
@@ -172,7 +170,6 @@ fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
     result
 }
 
-// ANCHOR: source
 /// The first stage: make records until `items` are made, `stop` is
 /// triggered, or the next stage is gone.
 fn source<O>(
@@ -198,9 +195,7 @@ fn source<O>(
     }
     stats
 }
-// ANCHOR_END: source
 
-// ANCHOR: relay
 /// A middle stage: receive, work, send, until its input ends or the next
 /// stage is gone. A rejected record is counted and the loop goes on.
 fn relay<I, O>(
@@ -231,9 +226,7 @@ fn relay<I, O>(
     // `input` drops here. When the last worker of this stage returns, sends
     // into its queue fail, and the stage before it stops the same way.
 }
-// ANCHOR_END: relay
 
-// ANCHOR: sink
 /// The last stage: consume until the input ends or `consume` fails for good.
 /// Returning drops `input`, which is what stops the stages upstream.
 fn sink<I>(
@@ -256,7 +249,6 @@ fn sink<I>(
     stats.input_high_water = Some(input.high_water());
     (stats, fatal)
 }
-// ANCHOR_END: sink
 
 /// A middle stage run by several worker coroutines.
 struct Stage {
@@ -349,7 +341,6 @@ struct Report {
     stopped_early: bool,
 }
 
-// ANCHOR: pipeline
 /// Run the chain until every record is through, `stop` is triggered, or the
 /// sink fails for good. Returns once every coroutine of the chain has ended.
 fn run_pipeline(config: Config, stop: &Shutdown) -> Report {
@@ -380,7 +371,6 @@ fn run_pipeline(config: Config, stop: &Shutdown) -> Report {
         });
         (stats, fatal, written)
     });
-    // ANCHOR_END: pipeline
 
     let read_stats = single(reader.join().expect("the reader panicked"));
     let parse_stats = single(parser.join().expect("the parser panicked"));
@@ -493,7 +483,6 @@ impl Report {
     }
 }
 
-// ANCHOR: main
 fn main() {
     configure_once(Settings {
         workers: 2,
@@ -538,7 +527,6 @@ fn main() {
     };
     run_pipeline(short_queues, &Shutdown::new()).print(true);
 }
-// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {

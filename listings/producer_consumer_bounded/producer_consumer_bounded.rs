@@ -217,7 +217,6 @@ fn produce(
 }
 // ANCHOR_END: produce
 
-// ANCHOR: consume
 /// Take items until the producers are done and the buffer is empty, or until
 /// `drain` has passed since a shutdown was first seen.
 fn consume(
@@ -247,7 +246,6 @@ fn consume(
         }
     }
 }
-// ANCHOR_END: consume
 
 /// Stand-in for real production work: wait `cost` (see `Pacer`).
 fn produce_one(pacer: &mut Pacer, cost: Duration) {
