@@ -27,6 +27,8 @@ const PARKED: usize = 10_000;
 /// OS threads parked at once: each reserves a 2 MiB stack, so 10,000 would
 /// need 20 GiB of address space and the thread limit of a small machine.
 const PARKED_THREADS: usize = 1_000;
+/// Spawn + joins counted for the context-switch rows.
+const SWITCH_ITERS: u64 = 20_000;
 
 // ---------------------------------------------------------------- timing --
 
@@ -80,6 +82,40 @@ fn may_child(workers: usize) {
     );
     let (rss, virt) = may_memory_per_parked(PARKED);
     println!("parked_rss {rss}\nparked_virtual {virt}");
+    let from_thread = switches_per(SWITCH_ITERS, || {
+        (0..SWITCH_ITERS).for_each(|_| drop(go!(|| black_box(1)).join()))
+    });
+    println!("switches_from_thread {from_thread}");
+    let in_task = switches_per(SWITCH_ITERS, || {
+        go!(|| (0..SWITCH_ITERS).for_each(|_| drop(go!(|| black_box(1)).join())))
+            .join()
+            .unwrap()
+    });
+    println!("switches_in_task {in_task}");
+}
+
+/// OS context switches (voluntary and not, summed over every thread of the
+/// process) per iteration while `run` does `iters` iterations: how often a
+/// thread had to go to sleep and be woken. Read from this OS thread.
+fn switches_per(iters: u64, run: impl FnOnce()) -> f64 {
+    let before = context_switches();
+    run();
+    (context_switches() - before) as f64 / iters as f64
+}
+
+fn context_switches() -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("Linux /proc");
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// Run `f` on a coroutine: the pinger of every round trip is a coroutine,
@@ -163,11 +199,15 @@ fn thread_rows() -> HashMap<String, f64> {
         elapsed
     });
     let (rss, virt) = thread_memory_per_parked(PARKED_THREADS);
+    let switches = switches_per(SWITCH_ITERS, || {
+        (0..SWITCH_ITERS).for_each(|_| drop(std::thread::spawn(|| black_box(1)).join()))
+    });
     [
         ("spawn_join_from_thread", spawn_join),
         ("round_trip", round_trip),
         ("parked_rss", rss),
         ("parked_virtual", virt),
+        ("switches_from_thread", switches),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -322,6 +362,16 @@ fn main() {
             "parked_virtual",
             Cell::Bytes,
         ),
+        (
+            "OS context switches per spawn + join, from main's OS thread",
+            "switches_from_thread",
+            Cell::Count,
+        ),
+        (
+            "OS context switches per spawn + join, from inside a coroutine or goroutine",
+            "switches_in_task",
+            Cell::Count,
+        ),
     ];
     let table: Vec<(String, Vec<Cell>)> = rows
         .iter()
@@ -340,7 +390,8 @@ fn main() {
         &format!(
             "Each time is the median of {SAMPLES} samples of at least 10 ms; memory is the growth \
              of VmRSS / VmSize per task with {PARKED} tasks parked on a channel each \
-             ({PARKED_THREADS} for threads). — : not measured (Go spawns from a goroutine \
+             ({PARKED_THREADS} for threads); context switches are summed over every thread \
+             of the process ({SWITCH_ITERS} iterations). — : not measured (Go spawns from a goroutine \
              either way; a thread has one kind of channel here)."
         ),
         &titles,

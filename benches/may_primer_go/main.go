@@ -4,8 +4,9 @@
 // It measures what the Rust side measures, the same way: a timing is the
 // median of 25 samples, each a batch of iterations sized to take at least
 // 10 ms, after a warm-up; memory is the growth of the process's resident and
-// virtual size (from /proc/self/status) per parked goroutine. Each result is
-// one line, "<key> <value>", nanoseconds per iteration or bytes per task.
+// virtual size (from /proc/self/status) per parked goroutine; context
+// switches are summed over the process's threads. Each result is one line,
+// "<key> <value>": nanoseconds per iteration, bytes per task, or a count.
 package main
 
 import (
@@ -110,6 +111,33 @@ func parked(n int) (release func()) {
 	}
 }
 
+// contextSwitches sums the voluntary and involuntary context switches of
+// every thread of the process, from /proc/self/task/*/status.
+func contextSwitches() float64 {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		panic(err)
+	}
+	total := 0.0
+	for _, task := range tasks {
+		status, err := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+		if err != nil {
+			continue // the thread has exited
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			words := strings.Fields(line)
+			if len(words) == 2 && strings.HasSuffix(words[0], "ctxt_switches:") {
+				n, err := strconv.ParseFloat(words[1], 64)
+				if err != nil {
+					panic(err)
+				}
+				total += n
+			}
+		}
+	}
+	return total
+}
+
 // memoryPerParked is the growth of resident and virtual size per goroutine
 // when n more are parked (after a first batch, as the Rust side does to get
 // past may's pool of ready-made coroutines).
@@ -134,4 +162,8 @@ func main() {
 	rss, virt := memoryPerParked(10000)
 	fmt.Printf("parked_rss %.0f\n", rss)
 	fmt.Printf("parked_virtual %.0f\n", virt)
+	const iters = 20000
+	before := contextSwitches()
+	spawnJoin(iters)
+	fmt.Printf("switches_in_task %.3f\n", (contextSwitches()-before)/iters)
 }

@@ -289,6 +289,8 @@ pub enum Cell {
     Nanos(f64),
     /// A size, in bytes.
     Bytes(f64),
+    /// A count per iteration, shown with two decimals.
+    Count(f64),
     /// Not measured for this column.
     Empty,
 }
@@ -333,6 +335,7 @@ pub fn write_cells_table(
             .map(|cell| match *cell {
                 Cell::Nanos(ns) => human(ns),
                 Cell::Bytes(bytes) => bytes_as_text(bytes),
+                Cell::Count(count) => format!("{count:.2}"),
                 Cell::Empty => "—".to_owned(),
             })
             .collect();
