@@ -133,7 +133,6 @@ fn overflow_in_this_process(case: Case) {
 }
 // ANCHOR_END: child
 
-// ANCHOR: report
 /// Print the child's lines about the overflow and how it exited.
 fn report(case: Case, child: Output) {
     println!("{} on a 32 KiB stack:", case.describe());
@@ -149,7 +148,6 @@ fn report(case: Case, child: Output) {
     }
     println!("  child process: {}", child.status);
 }
-// ANCHOR_END: report
 
 #[cfg(test)]
 mod tests {
