@@ -238,7 +238,8 @@ mod tests {
     #[test]
     fn zero_microsecond_sleeps_crash_a_child() {
         // Each child stops at its crash; stop at the first crashed child.
-        let crashed = (0..20).any(|_| tally(0, 20, 1).crashed == 1);
-        assert!(crashed, "20 children of 20 rounds ran without a crash");
+        // 100 rounds: in our runs even release builds crashed most children.
+        let crashed = (0..20).any(|_| tally(0, 100, 1).crashed == 1);
+        assert!(crashed, "20 children of 100 rounds ran without a crash");
     }
 }

@@ -19,6 +19,7 @@
 //! Run it: `cargo run --example pitfall_sub_ms_timeout`.
 
 use std::io::Read;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use may::go;
@@ -60,17 +61,21 @@ fn timed(wait: impl FnOnce() -> bool) -> (Ended, Duration) {
 }
 
 /// In a coroutine, time `wait` while another coroutine runs `rescue` after
-/// `RESCUE`; join both.
+/// `RESCUE`, unless the wait ended first; join both.
 fn in_coroutine(
     wait: impl FnOnce() -> bool + Send + 'static,
     rescue: impl FnOnce() + Send + 'static,
 ) -> (Ended, Duration) {
     go!(move || {
+        let (ended, wait_ended) = may::sync::mpsc::channel::<()>();
         let rescuer = go!(move || {
-            may::coroutine::sleep(RESCUE);
-            rescue();
+            // RESCUE is whole milliseconds, which may keeps.
+            if wait_ended.recv_timeout(RESCUE) == Err(RecvTimeoutError::Timeout) {
+                rescue();
+            }
         });
         let result = timed(wait);
+        let _ = ended.send(()); // the rescuer may be gone: it rescued
         rescuer.join().unwrap();
         result
     })
@@ -84,7 +89,7 @@ fn may_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
     in_coroutine(
         move || rx.recv_timeout(timeout).is_err(),
         move || {
-            let _ = tx.send(()); // nobody listens if the wait timed out
+            let _ = tx.send(()); // the wait may have just ended
         },
     )
 }
@@ -96,7 +101,7 @@ fn mpmc_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
     in_coroutine(
         move || rx.recv_timeout(timeout).is_err(),
         move || {
-            let _ = tx.send(()); // nobody listens if the wait timed out
+            let _ = tx.send(()); // the wait may have just ended
         },
     )
 }
@@ -105,11 +110,14 @@ fn mpmc_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
 /// condition variable, which takes the timeout as it is.
 fn may_channel_on_thread(timeout: Duration) -> (Ended, Duration) {
     let (tx, rx) = may::sync::mpsc::channel::<()>();
+    let (ended, wait_ended) = std::sync::mpsc::channel::<()>();
     let rescuer = std::thread::spawn(move || {
-        std::thread::sleep(RESCUE);
-        let _ = tx.send(()); // nobody listens if the wait timed out
+        if wait_ended.recv_timeout(RESCUE) == Err(RecvTimeoutError::Timeout) {
+            let _ = tx.send(());
+        }
     });
     let result = timed(|| rx.recv_timeout(timeout).is_err());
+    let _ = ended.send(()); // the rescuer may be gone: it rescued
     rescuer.join().unwrap();
     result
 }
@@ -121,7 +129,7 @@ fn bounded_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
     in_coroutine(
         move || rx.recv_timeout(timeout).is_err(),
         move || {
-            let _ = tx.send(()); // nobody listens if the wait timed out
+            let _ = tx.send(()); // the wait may have just ended
         },
     )
 }
@@ -141,6 +149,26 @@ fn socket_read_in_coroutine(timeout: Duration) -> (Ended, Duration) {
 }
 // ANCHOR_END: cases
 
+/// Tries per line of output.
+const TRIES: usize = 5;
+
+/// The shortest of `TRIES` waits, so that one timer that fired late on a
+/// busy machine does not hide how early the others fired. A wait that
+/// ignored its timeout is reported at once.
+fn shortest(case: Case, timeout: Duration) -> (Ended, Duration) {
+    let mut best = case(timeout);
+    for _ in 1..TRIES {
+        if best.0 == Ended::Rescued {
+            break;
+        }
+        let next = case(timeout);
+        if next.1 < best.1 {
+            best = next;
+        }
+    }
+    best
+}
+
 fn main() {
     configure_once(Settings {
         workers: 2,
@@ -155,7 +183,7 @@ fn main() {
     ];
     for (what, case) in cases {
         for timeout in [SHORT, ONE_MS, FRACTION] {
-            let (ended, waited) = case(timeout);
+            let (ended, waited) = shortest(case, timeout);
             let verdict = match ended {
                 Ended::TimedOut if waited < timeout => "timed out EARLY",
                 Ended::TimedOut => "timed out",
@@ -202,24 +230,12 @@ mod tests {
         timed_out(may_channel_on_thread, FRACTION);
     }
 
-    /// The shortest of a few waits, so one late timer on a busy machine
-    /// does not hide how early the others fired.
-    fn shortest_wait(case: Case, timeout: Duration) -> Duration {
-        (0..3)
-            .map(|_| {
-                let (ended, waited) = case(timeout);
-                assert_eq!(ended, Ended::TimedOut);
-                waited
-            })
-            .min()
-            .unwrap()
-    }
-
     #[test]
     fn a_coroutine_cuts_its_timeout_to_whole_milliseconds() {
         configure_for_tests();
         for case in [mpmc_channel_in_coroutine, socket_read_in_coroutine] {
-            let waited = shortest_wait(case, FRACTION);
+            let (ended, waited) = shortest(case, FRACTION);
+            assert_eq!(ended, Ended::TimedOut);
             assert!(waited >= ONE_MS && waited < FRACTION, "{waited:?}");
         }
         // mpsc waits again until its deadline; bounded rounds up to 2 ms.
