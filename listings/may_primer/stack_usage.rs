@@ -109,6 +109,30 @@ fn spawn_measured(label: &str, work: Work) -> JoinHandle<String> {
         .stack_size(MEASURING_STACK_WORDS);
     go!(builder, work).expect("may's Builder::spawn never returns an error")
 }
+
+/// Pair each outcome line of a child with may's report for that coroutine,
+/// `coroutine name = Some("<label>"), stack size = <words>,  used size = <words>`.
+fn rows_from(child_stdout: &str) -> Vec<Row> {
+    let report =
+        Regex::new(r#"^coroutine name = Some\("(.*)"\), stack size = \d+, +used size = (\d+)$"#)
+            .unwrap();
+    let used_words = |label: &str| {
+        child_stdout.lines().find_map(|line| {
+            let found = report.captures(line)?;
+            (&found[1] == label).then(|| found[2].parse::<usize>().unwrap())
+        })
+    };
+    child_stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("outcome\t"))
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(label, outcome)| Row {
+            label: label.to_owned(),
+            outcome: outcome.to_owned(),
+            used_bytes: used_words(label).map(|words| words * size_of::<usize>()),
+        })
+        .collect()
+}
 // ANCHOR_END: measure
 
 /// The child: run one case's coroutines, wait until may has printed their
@@ -169,32 +193,6 @@ fn measure_in_child(case: Case) -> Vec<Row> {
     );
     rows
 }
-
-// ANCHOR: report
-/// Pair each outcome line of a child with may's report for that coroutine,
-/// `coroutine name = Some("<label>"), stack size = <words>,  used size = <words>`.
-fn rows_from(child_stdout: &str) -> Vec<Row> {
-    let report =
-        Regex::new(r#"^coroutine name = Some\("(.*)"\), stack size = \d+, +used size = (\d+)$"#)
-            .unwrap();
-    let used_words = |label: &str| {
-        child_stdout.lines().find_map(|line| {
-            let found = report.captures(line)?;
-            (&found[1] == label).then(|| found[2].parse::<usize>().unwrap())
-        })
-    };
-    child_stdout
-        .lines()
-        .filter_map(|line| line.strip_prefix("outcome\t"))
-        .filter_map(|line| line.split_once('\t'))
-        .map(|(label, outcome)| Row {
-            label: label.to_owned(),
-            outcome: outcome.to_owned(),
-            used_bytes: used_words(label).map(|words| words * size_of::<usize>()),
-        })
-        .collect()
-}
-// ANCHOR_END: report
 
 fn profile() -> &'static str {
     if cfg!(debug_assertions) {
