@@ -8,9 +8,10 @@
 //! "none" (:20-25). So `recv_timeout(500µs)` in a coroutine waits until a
 //! message comes, and a 500 µs read timeout waits until the peer sends or
 //! closes. A 1.9 ms read timeout, `mpmc` receive or semaphore wait gives up
-//! after 1 ms; may's `mpsc` waits again until its deadline has passed, so it
-//! ends late instead. A deadline loop that waits for `deadline - now` meets
-//! both.
+//! after 1 ms. may's `mpsc` ends late instead: short of its deadline, it
+//! waits the whole cut timeout again (src/sync/mpsc.rs:214-230), so a
+//! 10.5 ms `recv_timeout` lasts 20 ms. A deadline loop that waits for
+//! `deadline - now` meets all of these.
 //!
 //! Each case below gives up its wait only when `RESCUE` later something
 //! arrives (a message, or the peer closing), so a wait that ignores its
@@ -30,11 +31,17 @@ use may_patterns::runtime::{configure_once, Settings};
 /// When the rescue comes: far longer than any of the timeouts tried.
 const RESCUE: Duration = Duration::from_millis(300);
 
-/// The timeouts tried: under a millisecond, exactly one, and one with a
+/// The timeouts tried: under a millisecond, exactly one, and two with a
 /// fraction that may cuts off.
 const SHORT: Duration = Duration::from_micros(500);
 const ONE_MS: Duration = Duration::from_millis(1);
 const FRACTION: Duration = Duration::from_micros(1_900);
+const LONGER_FRACTION: Duration = Duration::from_micros(10_500);
+
+/// A wait that ends this much after its timeout is reported as late: far
+/// more than a timer is late, even on a busy machine, at the shortest of
+/// `TRIES` waits.
+const LATE_BY: Duration = Duration::from_millis(5);
 
 /// How a timed wait ended.
 #[derive(Debug, PartialEq)]
@@ -182,10 +189,11 @@ fn main() {
         ("socket read, coroutine", socket_read_in_coroutine),
     ];
     for (what, case) in cases {
-        for timeout in [SHORT, ONE_MS, FRACTION] {
+        for timeout in [SHORT, ONE_MS, FRACTION, LONGER_FRACTION] {
             let (ended, waited) = shortest(case, timeout);
             let verdict = match ended {
                 Ended::TimedOut if waited < timeout => "timed out EARLY",
+                Ended::TimedOut if waited > timeout + LATE_BY => "timed out LATE",
                 Ended::TimedOut => "timed out",
                 Ended::Rescued => "NO TIMEOUT, waited for the rescue",
             };
@@ -241,6 +249,16 @@ mod tests {
         // mpsc waits again until its deadline; bounded rounds up to 2 ms.
         timed_out(may_channel_in_coroutine, FRACTION);
         timed_out(bounded_channel_in_coroutine, FRACTION);
+    }
+
+    #[test]
+    fn mpsc_waits_its_cut_timeout_again_when_the_first_falls_short() {
+        configure_for_tests();
+        // 10.5 ms is kept as 10 ms; short of the deadline, mpsc waits 10 ms more.
+        let (ended, waited) = shortest(may_channel_in_coroutine, LONGER_FRACTION);
+        assert_eq!(ended, Ended::TimedOut);
+        assert!(waited >= Duration::from_millis(20), "{waited:?}");
+        timed_out(bounded_channel_in_coroutine, LONGER_FRACTION);
     }
 
     #[test]
