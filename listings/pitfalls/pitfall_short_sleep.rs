@@ -2,8 +2,8 @@
 //!
 //! `Sleep::subscribe` puts the coroutine on the timer list before it records
 //! it in the coroutine's cancel data (may-0.3.51 src/sleep.rs:17-29). If the
-//! timer fires in between, the timer thread resumes the coroutine while that
-//! record is still being written. It is a race window, not a duration
+//! timer fires in between, the timer thread resumes the coroutine before
+//! that record is written, and both threads use its cancel data at once. It is a race window, not a duration
 //! threshold: the shorter the sleep, the more often the timer wins, but a
 //! worker preempted between the two statements can lose it at any length.
 //!
