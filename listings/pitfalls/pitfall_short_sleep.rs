@@ -3,9 +3,10 @@
 //! `Sleep::subscribe` puts the coroutine on the timer list before it records
 //! it in the coroutine's cancel data (may-0.3.51 src/sleep.rs:17-29). If the
 //! timer fires in between, the timer thread resumes the coroutine before
-//! that record is written, and both threads use its cancel data at once. It is a race window, not a duration
-//! threshold: the shorter the sleep, the more often the timer wins, but a
-//! worker preempted between the two statements can lose it at any length.
+//! that record is written, and both threads use its cancel data at once. It
+//! is a race window, not a duration threshold: the shorter the sleep, the
+//! more often the timer wins, but a worker preempted between the two
+//! statements can lose it at any length.
 //!
 //! The listing runs a stress (producers and a consumer on a small bounded
 //! buffer, pausing at random with a yield or a sleep) in child processes, so
