@@ -1,5 +1,5 @@
-//! Pitfall: a blocking std call freezes its worker thread, and every coroutine
-//! waiting to run on that worker waits with it.
+//! Pitfall: a blocking std call freezes its worker thread; with one worker,
+//! that is every coroutine in the process.
 //!
 //! Run it: `cargo run --example pitfall_blocking_call`
 
@@ -10,7 +10,8 @@ use may::go;
 use may::sync::mpsc;
 
 fn main() {
-    // One worker makes the effect plain; with N workers it takes N blockers.
+    // One worker makes the effect total. With more, one blocked worker still
+    // freezes its own sockets and wake-ups: see pitfall_one_blocked_worker.
     may::config().set_workers(1);
     may::config().set_worker_pin(false);
 
