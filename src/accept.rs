@@ -29,14 +29,18 @@
 //!
 //! The waker connects to the loopback address of the listener's family
 //! when the listener is bound to every interface (`0.0.0.0` or `[::]`),
-//! from a coroutine with a may socket, so no worker blocks. It keeps one
-//! file descriptor in reserve (a duplicate of the listener's) and closes it
-//! just before connecting: a server that has run out of descriptors (every
-//! one held by a client) can still be stopped.
+//! from a coroutine with a may socket, so no worker blocks.
+//!
+//! Its connection needs a file descriptor. A server that has used every one
+//! does not need it: Linux takes the descriptor for a new connection before
+//! it looks for one, so `accept` then fails with `EMFILE` instead of
+//! parking, and the loop sees the signal as it handles the error (the
+//! primer's echo server shows it). If something else holds the last
+//! descriptors while `accept` is parked, the waker's connection fails and
+//! the loop wakes with the next client instead.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,11 +72,9 @@ pub struct AcceptWaker {
 /// Start a coroutine that connects once to `listener` when `shutdown` is
 /// triggered, so that an `accept` parked on it returns.
 ///
-/// Fails if the listener's address cannot be read or no file descriptor is
-/// left to keep in reserve.
+/// Fails if the listener's address cannot be read.
 pub fn wake_on_shutdown(listener: &TcpListener, shutdown: &Shutdown) -> io::Result<AcceptWaker> {
     let target = loopback_for(listener.local_addr()?);
-    let reserve: OwnedFd = listener.inner().as_fd().try_clone_to_owned()?;
     let stop_waiting = shutdown.child();
     let loop_ended = Arc::new(AtomicBool::new(false));
     let coroutine = {
@@ -82,10 +84,9 @@ pub fn wake_on_shutdown(listener: &TcpListener, shutdown: &Shutdown) -> io::Resu
             if loop_ended.load(Ordering::SeqCst) {
                 return; // the loop ended by itself: no one to wake
             }
-            // Free a descriptor for the socket. An error below means the
-            // loop is gone or the backlog is full; either way `accept` does
-            // not need this connection to return.
-            drop(reserve);
+            // An error means the loop is gone, the backlog is full (so
+            // `accept` has clients to return) or no descriptor is free
+            // (see the module comment): nothing more to do here.
             let _ = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT);
         })
     };

@@ -24,6 +24,9 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown as SocketShutdown;
+use std::num::ParseIntError;
+use std::process::ExitCode;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +36,7 @@ use may::go;
 use may::net::{TcpListener, TcpStream};
 use may::sync::{Mutex, WaitGroup};
 use may_patterns::shutdown::Shutdown;
+use may_patterns::{accept, timeout};
 
 // ANCHOR: config
 /// Limits the server enforces on every connection.
@@ -41,6 +45,8 @@ pub struct Limits {
     /// Connections served at once; one more is accepted and closed at once.
     pub max_connections: usize,
     /// A peer that sends nothing (or reads nothing) for this long is dropped.
+    /// At least 1 ms: may keeps socket timeouts in whole milliseconds and
+    /// reads 0 as "no timeout".
     pub idle_timeout: Duration,
 }
 
@@ -51,6 +57,9 @@ pub struct Summary {
     pub rejected: u64,
     pub timed_out: u64,
     pub bytes_echoed: u64,
+    /// Accepts that failed for a reason that passes (out of file
+    /// descriptors or memory) and were retried after a pause.
+    pub accept_errors: u64,
 }
 // ANCHOR_END: config
 
@@ -70,42 +79,60 @@ type Registry = Arc<Mutex<HashMap<u64, TcpStream>>>;
 /// Serve echo connections on `listener` until `shutdown` is triggered, then
 /// close every open connection and return once all their coroutines ended.
 pub fn run(listener: TcpListener, shutdown: Shutdown, limits: Limits) -> io::Result<Summary> {
-    let local_addr = listener.local_addr()?;
-    // accept() parks until a client arrives, so a trigger alone cannot wake
-    // it: this coroutine connects once to unblock the accept loop.
-    let waker = {
-        let shutdown = shutdown.clone();
-        go!(move || {
-            shutdown.wait();
-            let _ = TcpStream::connect(local_addr);
-        })
-    };
+    if limits.idle_timeout.is_zero() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "the idle timeout must be at least 1 ms (may reads 0 as none)",
+        ));
+    }
+    // accept() parks until a client arrives; on shutdown this connects once
+    // to wake it.
+    let waker = accept::wake_on_shutdown(&listener, &shutdown)?;
 
     let counters = Arc::new(Counters::default());
     let registry: Registry = Arc::default();
     let connections = WaitGroup::new();
+    let mut backoff = Backoff::default();
+    let mut unregistered = None; // accepted, but no descriptor left to register it
     let mut next_id = 0u64;
     let result = loop {
-        let stream = match listener.accept() {
-            Ok((stream, _peer)) => stream,
-            // A client that gave up before we accepted it is not our error.
-            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
-            Err(e) => break Err(e),
+        let accepted = match unregistered.take() {
+            Some(stream) => Ok(stream),
+            None => listener.accept().map(|(stream, _peer)| stream),
         };
         if shutdown.is_triggered() {
             break Ok(());
         }
+        let stream = match accepted {
+            Ok(stream) => stream,
+            // A client that gave up before we accepted it is not our error.
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
+            Err(e) if passes(&e) => {
+                backoff.pause_after(&e, &shutdown);
+                continue;
+            }
+            Err(e) => break Err(e),
+        };
         if registry.lock().unwrap().len() >= limits.max_connections {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             continue; // dropping `stream` closes it
         }
+        // The registry's handle takes a descriptor too. If none is left,
+        // keep the client (it waits, as it would in the backlog) and retry.
+        let handle = match stream.try_clone() {
+            Ok(handle) => handle,
+            Err(e) if passes(&e) => {
+                unregistered = Some(stream);
+                backoff.pause_after(&e, &shutdown);
+                continue;
+            }
+            Err(e) => break Err(e),
+        };
+        backoff.reset();
         next_id += 1;
         let id = next_id;
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        match stream.try_clone() {
-            Ok(handle) => registry.lock().unwrap().insert(id, handle),
-            Err(e) => break Err(e),
-        };
+        registry.lock().unwrap().insert(id, handle);
         let (counters, registry, member) =
             (counters.clone(), registry.clone(), connections.clone());
         go!(move || {
@@ -115,29 +142,85 @@ pub fn run(listener: TcpListener, shutdown: Shutdown, limits: Limits) -> io::Res
         });
     };
 
-    // Stop: wake the waker if we stopped on an error, close every open socket
-    // (a coroutine blocked in read() then sees end-of-file), wait for all.
-    shutdown.trigger();
+    // Stop: close every open socket (a coroutine blocked in read() then sees
+    // end-of-file), wait for all of them, and for the waker.
     for (_, socket) in registry.lock().unwrap().drain() {
         let _ = socket.shutdown(SocketShutdown::Both);
     }
     connections.wait();
-    let _ = waker.join();
+    waker.finish();
     result.map(|()| Summary {
         accepted: counters.accepted.load(Ordering::Relaxed),
         rejected: counters.rejected.load(Ordering::Relaxed),
         timed_out: counters.timed_out.load(Ordering::Relaxed),
         bytes_echoed: counters.bytes_echoed.load(Ordering::Relaxed),
+        accept_errors: backoff.failures,
     })
 }
+
 // ANCHOR_END: run
+
+// ANCHOR: backoff
+/// errno values for "out of a resource" that std has no `ErrorKind` for
+/// (Linux's numbers).
+const EMFILE: i32 = 24; // this process has no file descriptor left
+const ENFILE: i32 = 23; // the whole system has none left
+const ENOBUFS: i32 = 105; // the kernel is out of socket buffers
+
+/// An accept error that goes away by itself once clients close connections
+/// or memory frees up: retry it, later. Retrying at once would spin a core,
+/// since the pending connection that caused it is still waiting.
+fn passes(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::OutOfMemory // ENOMEM
+        || matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS))
+}
+
+/// Pauses between failed accepts: 10 ms, doubling up to 1 s, back to the
+/// start after a success. Only the first failure of a run of them is logged.
+#[derive(Default)]
+struct Backoff {
+    pause: Option<Duration>,
+    failures: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// Count `e`, log it if it starts a run of failures, and wait out the
+    /// pause, returning early if `shutdown` is triggered meanwhile.
+    fn pause_after(&mut self, e: &io::Error, shutdown: &Shutdown) {
+        self.failures += 1;
+        let pause = match self.pause {
+            None => {
+                eprintln!(
+                    "echo_server: cannot accept a connection: {e}; \
+                     serving the open ones, retrying with pauses from {:?} up to {:?}",
+                    Self::FIRST,
+                    Self::MAX
+                );
+                Self::FIRST
+            }
+            Some(last) => (last * 2).min(Self::MAX),
+        };
+        self.pause = Some(pause);
+        shutdown.wait_timeout(pause); // parks a coroutine, blocks a thread
+    }
+
+    fn reset(&mut self) {
+        self.pause = None;
+    }
+}
+// ANCHOR_END: backoff
 
 // ANCHOR: serve_connection
 /// Echo bytes back until the peer closes, goes idle, or fails.
 fn serve_connection(mut stream: TcpStream, idle_timeout: Duration, counters: &Counters) {
-    // may implements these timeouts by parking the coroutine, not the thread.
-    if stream.set_read_timeout(Some(idle_timeout)).is_err()
-        || stream.set_write_timeout(Some(idle_timeout)).is_err()
+    // may implements these timeouts by parking the coroutine, not the
+    // thread, and keeps them in whole milliseconds: round up, never to 0.
+    let idle_timeout = Some(timeout::for_may(idle_timeout));
+    if stream.set_read_timeout(idle_timeout).is_err()
+        || stream.set_write_timeout(idle_timeout).is_err()
     {
         return;
     }
@@ -167,7 +250,6 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 // ANCHOR_END: serve_connection
 
-// ANCHOR: main
 /// A TCP echo server on may coroutines.
 #[derive(Debug, Parser)]
 #[command(name = "echo_server")]
@@ -176,47 +258,74 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:7000")]
     addr: String,
     /// Connections served at once; extra clients are closed immediately.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one::<usize>)]
     max_connections: usize,
-    /// Drop a peer that sends or reads nothing for this many milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    /// Drop a peer that sends or reads nothing for this many milliseconds
+    /// (at least 1: may reads 0 as "no timeout").
+    #[arg(long, default_value_t = 30_000, value_parser = at_least_one::<u64>)]
     idle_timeout_ms: u64,
     /// may worker threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one::<usize>)]
     workers: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
 
-fn main() -> io::Result<()> {
-    let cli = Cli::parse();
-    may::config().set_workers(cli.workers);
+/// Refuse 0 on the command line: no connections, no workers and no timeout
+/// (what may makes of a 0 ms one) are not settings a server can run with.
+fn at_least_one<T>(arg: &str) -> Result<T, String>
+where
+    T: FromStr<Err = ParseIntError> + PartialOrd + From<u8>,
+{
+    let n: T = arg.parse().map_err(|e: ParseIntError| e.to_string())?;
+    if n < T::from(1) {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(n)
+}
 
-    let listener = TcpListener::bind(&cli.addr)?;
-    println!("listening on {}", listener.local_addr()?);
+// ANCHOR: main
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match serve(&cli) {
+        Ok(s) if cli.json => println!(
+            r#"{{"accepted":{},"rejected":{},"timed_out":{},"bytes_echoed":{},"accept_errors":{}}}"#,
+            s.accepted, s.rejected, s.timed_out, s.bytes_echoed, s.accept_errors
+        ),
+        Ok(s) => println!(
+            "stopped: {} connections served, {} rejected, {} timed out, {} bytes echoed, \
+             {} accept errors",
+            s.accepted, s.rejected, s.timed_out, s.bytes_echoed, s.accept_errors
+        ),
+        Err(sentence) => {
+            eprintln!("echo_server: {sentence}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Everything `main` does that can fail; each failure is one sentence that
+/// says what could not be done and why.
+fn serve(cli: &Cli) -> Result<Summary, String> {
+    may::config().set_workers(cli.workers);
+    let listener =
+        TcpListener::bind(&cli.addr).map_err(|e| format!("cannot listen on {}: {e}", cli.addr))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address it listens on: {e}"))?;
+    println!("listening on {local}");
     let shutdown = Shutdown::new();
     let on_ctrl_c = shutdown.clone();
     ctrlc::set_handler(move || on_ctrl_c.trigger())
-        .map_err(|e| io::Error::other(format!("cannot install the Ctrl-C handler: {e}")))?;
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
 
     let limits = Limits {
         max_connections: cli.max_connections,
         idle_timeout: Duration::from_millis(cli.idle_timeout_ms),
     };
-    let s = run(listener, shutdown, limits)?;
-    if cli.json {
-        println!(
-            r#"{{"accepted":{},"rejected":{},"timed_out":{},"bytes_echoed":{}}}"#,
-            s.accepted, s.rejected, s.timed_out, s.bytes_echoed
-        );
-    } else {
-        println!(
-            "stopped: {} connections served, {} rejected, {} timed out, {} bytes echoed",
-            s.accepted, s.rejected, s.timed_out, s.bytes_echoed
-        );
-    }
-    Ok(())
+    run(listener, shutdown, limits).map_err(|e| format!("stopped serving: {e}"))
 }
 // ANCHOR_END: main
 
@@ -318,6 +427,47 @@ mod tests {
         shutdown.trigger();
         let summary = server.join().unwrap().unwrap();
         assert_eq!((summary.accepted, summary.rejected), (2, 1));
+    }
+
+    #[test]
+    fn running_out_of_descriptors_or_memory_passes_other_errors_do_not() {
+        for errno in [EMFILE, ENFILE, ENOBUFS, 12 /* ENOMEM */] {
+            assert!(passes(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        let refused = io::Error::from(ErrorKind::ConnectionRefused);
+        assert!(!passes(&refused));
+        assert!(!passes(&io::Error::from_raw_os_error(9 /* EBADF */)));
+    }
+
+    #[test]
+    fn pauses_double_up_to_a_second_and_start_over_after_a_success() {
+        configure_for_tests();
+        let stopped = Shutdown::new();
+        stopped.trigger(); // so no pause below really waits
+        let emfile = io::Error::from_raw_os_error(EMFILE);
+        let mut backoff = Backoff::default();
+        let mut pauses = Vec::new();
+        for _ in 0..9 {
+            backoff.pause_after(&emfile, &stopped);
+            pauses.push(backoff.pause.unwrap().as_millis());
+        }
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        backoff.reset();
+        backoff.pause_after(&emfile, &stopped);
+        assert_eq!(backoff.pause, Some(Backoff::FIRST));
+        assert_eq!(backoff.failures, 10);
+    }
+
+    #[test]
+    fn a_zero_idle_timeout_is_refused() {
+        configure_for_tests();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = Limits {
+            idle_timeout: Duration::ZERO,
+            ..LIMITS
+        };
+        let refused = run(listener, Shutdown::new(), limits).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::InvalidInput);
     }
 
     #[test]
