@@ -63,7 +63,6 @@ enum Kind {
     LocalQueue,
 }
 
-// ANCHOR: block_one_worker
 fn block_one_worker() -> Stalls {
     let (woke_tx, woke_rx) = mpsc::channel::<(Kind, Instant)>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
@@ -105,6 +104,7 @@ fn block_one_worker() -> Stalls {
         ready_rx.recv().unwrap();
     }
 
+    // ANCHOR: block_one_worker
     // `Builder::id(0)` queues the blocker for worker 0 (coroutine_impl.rs:359).
     let (began_tx, began_rx) = mpsc::channel::<Instant>();
     go!(Builder::new().id(0), move || {
@@ -124,6 +124,7 @@ fn block_one_worker() -> Stalls {
     for tx in &from_thread {
         tx.send(()).unwrap();
     }
+    // ANCHOR_END: block_one_worker
 
     let mut stalls = Stalls {
         own_sockets: vec![],
@@ -145,7 +146,6 @@ fn block_one_worker() -> Stalls {
     }
     stalls
 }
-// ANCHOR_END: block_one_worker
 
 /// `n` connected loopback sockets to read from, with their peers pushed onto
 /// `writers`. The reading end is the client's on even connections and the
