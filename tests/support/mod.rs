@@ -12,6 +12,26 @@ pub fn build_examples<'a>(names: impl IntoIterator<Item = &'a str>) -> PathBuf {
     build
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["build", "--quiet"]);
+    // cargo sets these for the test process itself. Passed on, they differ
+    // from what a plain `cargo build` sees, and build scripts that watch them
+    // (ring's does) would rebuild their crate here and again on the next
+    // plain build, every time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_for_this_test = key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if set_for_this_test {
+            build.env_remove(key.as_ref());
+        }
+    }
     // `cargo test --release` drives release builds of the programs: build
     // them in the profile this test was built in, next to it.
     if !cfg!(debug_assertions) {
