@@ -3,6 +3,7 @@
 //!
 //! Run it: `cargo run --example where_code_runs`
 
+use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use may::net::{TcpListener, TcpStream};
 use may::sync::mpsc;
 
 const WORKERS: usize = 2;
-/// Repeats of the cases whose answer depends on a worker chosen at run time.
+/// Confirmed waits wanted for each case that depends on a park (see `watch`).
 const TRIALS: usize = 10;
 const WAIT: Duration = Duration::from_millis(10);
 
@@ -100,21 +101,21 @@ impl Place {
 /// reports worker i's thread. An idle worker can steal a probe before its
 /// owner runs it; then two probes report one thread, and we ask again.
 fn find_workers() {
-    WORKER_THREADS.get_or_init(|| loop {
-        let threads: Vec<ThreadId> = (0..WORKERS)
-            .map(|i| {
-                go!(Builder::new().id(i), || thread::current().id())
-                    .unwrap()
-                    .join()
-                    .unwrap()
-            })
-            .collect();
-        let mut distinct = threads.clone();
-        distinct.sort_by_key(|t| format!("{t:?}"));
-        distinct.dedup();
-        if distinct.len() == WORKERS {
-            break threads;
+    WORKER_THREADS.get_or_init(|| {
+        for _ in 0..100 {
+            let threads: Vec<ThreadId> = (0..WORKERS)
+                .map(|i| {
+                    go!(Builder::new().id(i), || thread::current().id())
+                        .unwrap()
+                        .join()
+                        .unwrap()
+                })
+                .collect();
+            if threads.iter().collect::<HashSet<_>>().len() == WORKERS {
+                return threads;
+            }
         }
+        panic!("probes kept landing on one thread: are there {WORKERS} workers?");
     });
 }
 
@@ -149,15 +150,15 @@ fn recv_timeout_expires() -> Place {
 /// One wait of a watched coroutine.
 #[derive(Debug, Clone, Copy)]
 struct Woken {
-    /// Where the wake-up should have put it, when the case knows.
-    expected: Option<Place>,
+    /// Where the wake-up should have put it.
+    expected: Place,
     /// Where it ran after the wait; `None` when the park was not confirmed.
     after: Option<Place>,
 }
 
 impl Woken {
     fn ran_where_woken(&self) -> bool {
-        self.after.is_some() && self.after == self.expected
+        self.after == Some(self.expected)
     }
 }
 
@@ -267,7 +268,7 @@ fn recv_from_coroutine(trials: usize) -> Vec<Woken> {
     woken
         .into_iter()
         .map(|(sender, after)| Woken {
-            expected: Some(sender),
+            expected: sender,
             after,
         })
         .collect()
@@ -333,7 +334,7 @@ fn socket_reads(trials: usize, wake: Wake) -> Vec<Woken> {
         .into_iter()
         .enumerate()
         .map(|(i, ((), after))| Woken {
-            expected: Some(Place::Worker(owners[i % trials])),
+            expected: Place::Worker(owners[i % trials]),
             after,
         })
         .collect()
@@ -404,9 +405,7 @@ mod tests {
             );
             // Both workers own some of the sockets, so the test can fail.
             for w in 0..WORKERS {
-                let owned = woken
-                    .iter()
-                    .filter(|r| r.expected == Some(Place::Worker(w)));
+                let owned = woken.iter().filter(|r| r.expected == Place::Worker(w));
                 assert!(owned.count() > 0, "no socket on worker {w}: {woken:?}");
             }
         }
