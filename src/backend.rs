@@ -25,6 +25,7 @@ use may::coroutine::JoinHandle;
 use may::go;
 use may::net::{TcpListener, TcpStream};
 
+use crate::accept;
 use crate::http::{self, Limits};
 use crate::shutdown::Shutdown;
 
@@ -113,9 +114,7 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.shutdown.trigger();
-        // accept() parks until a client comes: be that client.
-        let _ = TcpStream::connect(self.addr);
+        self.shutdown.trigger(); // `serve`'s accept waker wakes its loop
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -131,6 +130,8 @@ pub fn serve(
 ) -> io::Result<()> {
     let config = Arc::new(config);
     let counter = Arc::new(AtomicU64::new(0));
+    // Joined when this function returns, however it returns.
+    let _waker = accept::wake_on_shutdown(&listener, &shutdown)?;
     loop {
         let (stream, _) = match listener.accept() {
             Ok(conn) => conn,

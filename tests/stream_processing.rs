@@ -202,3 +202,16 @@ fn a_generator_run_with_a_duration_ends_by_itself_and_balances() {
         .sum();
     assert_eq!(late_by_window, n("late"));
 }
+
+#[test]
+fn an_address_it_cannot_listen_on_is_one_sentence_and_a_failure() {
+    let (mut child, _stdout, stderr) = start(&["--source", "tcp://999.1.1.1:80"]);
+    let status = wait_bounded(&mut child, LIMIT);
+    assert!(!status.success(), "it must fail: {status}");
+    let said: Vec<String> = stderr.iter().collect(); // the pipe closed at exit
+    assert_eq!(said.len(), 1, "one sentence, not a dump: {said:?}");
+    assert!(
+        said[0].starts_with("stream_processing: cannot listen on 999.1.1.1:80: "),
+        "{said:?}"
+    );
+}

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 
@@ -98,20 +99,25 @@ pub fn write_orders(
 }
 // ANCHOR_END: generate
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match &args.out {
-        Some(path) => {
-            let mut file = BufWriter::new(File::create(path)?);
-            write_orders(&mut file, args.rows, args.bad_every, args.format, args.seed)
+    let (rows, bad_every, format, seed) = (args.rows, args.bad_every, args.format, args.seed);
+    let written = match &args.out {
+        Some(path) => File::create(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+            .and_then(|file| {
+                write_orders(&mut BufWriter::new(file), rows, bad_every, format, seed)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            }),
+        None => write_orders(&mut io::stdout().lock(), rows, bad_every, format, seed)
+            .map_err(|e| format!("cannot write to standard output: {e}")),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(sentence) => {
+            eprintln!("generate_orders: {sentence}");
+            ExitCode::FAILURE
         }
-        None => write_orders(
-            &mut io::stdout().lock(),
-            args.rows,
-            args.bad_every,
-            args.format,
-            args.seed,
-        ),
     }
 }
 

@@ -41,14 +41,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use may::go;
 use may::net::TcpListener;
+use may_patterns::accept;
 use may_patterns::bounded::{self, Receiver, Sender};
 use may_patterns::json::check_depth;
 use may_patterns::pace::Pacer;
@@ -656,28 +655,14 @@ fn spawn_reader(
 }
 
 /// Wait for one client; `None` if `shutdown` fires first. may's `accept`
-/// has no timeout, so a watcher coroutine wakes it with a connection of
-/// its own when the stop comes.
+/// has no timeout, so the waker connects to it when the stop comes.
 fn accept_one(
     listener: &TcpListener,
     shutdown: &Shutdown,
 ) -> Result<Option<may::net::TcpStream>, Fatal> {
-    let addr = listener.local_addr().map_err(|e| Fatal(e.to_string()))?;
-    let accepted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (accepted, shutdown) = (accepted.clone(), shutdown.clone());
-        go!(move || {
-            while !accepted.load(Ordering::SeqCst) {
-                if shutdown.wait_timeout(READ_TICK) {
-                    let _ = may::net::TcpStream::connect(addr);
-                    return;
-                }
-            }
-        })
-    };
+    let waker = accept::wake_on_shutdown(listener, shutdown).map_err(|e| Fatal(e.to_string()))?;
     let accept = listener.accept();
-    accepted.store(true, Ordering::SeqCst);
-    let _ = watcher.join();
+    waker.finish(); // one accept is all this reader does
     let (client, _) = accept.map_err(|e| Fatal(format!("cannot accept a client: {e}")))?;
     if shutdown.is_triggered() {
         return Ok(None);

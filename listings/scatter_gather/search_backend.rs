@@ -6,6 +6,7 @@
 //! `cargo run --example search_backend -- --listen 127.0.0.1:8001 --latency 20ms --slow 0.05 --slow-latency 300ms`
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -48,7 +49,7 @@ struct Args {
 }
 // ANCHOR_END: cli
 
-fn main() -> std::io::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
     let fractions_ok = (0.0..=1.0).contains(&args.slow) && (0.0..=1.0).contains(&args.fail);
     let latencies_ok = [args.latency, args.slow_latency]
@@ -56,14 +57,29 @@ fn main() -> std::io::Result<()> {
         .all(|d| d.is_zero() || *d >= Duration::from_millis(1));
     if !fractions_ok || !latencies_ok {
         eprintln!("error: --slow and --fail are shares from 0 to 1; latencies are 0 or >= 1ms");
-        std::process::exit(2);
+        return ExitCode::from(2);
     }
     configure_once(Settings {
         workers: 2,
         stack_words: 0x1000,
     });
-    let listener = TcpListener::bind(args.listen)?;
-    let addr = listener.local_addr()?;
+    match serve(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(sentence) => {
+            eprintln!("error: {sentence}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Listen, serve until Ctrl-C or `--duration`, print the summary; a failure
+/// is one sentence saying what could not be done and why.
+fn serve(args: &Args) -> Result<(), String> {
+    let listener = TcpListener::bind(args.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address it listens on: {e}"))?;
     println!("search backend {:?} listening on {addr}", args.name);
     let config = BackendConfig {
         slow_fraction: args.slow,
@@ -75,7 +91,8 @@ fn main() -> std::io::Result<()> {
     };
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
-    ctrlc::set_handler(move || stop.trigger()).expect("a Ctrl-C handler");
+    ctrlc::set_handler(move || stop.trigger())
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     if let Some(after) = args.duration {
         let stop = shutdown.clone();
         std::thread::spawn(move || {
@@ -83,14 +100,10 @@ fn main() -> std::io::Result<()> {
             stop.trigger();
         });
     }
-    let waker = shutdown.clone();
-    std::thread::spawn(move || {
-        waker.wait();
-        // accept() parks until a client comes: be that client.
-        let _ = std::net::TcpStream::connect(addr);
-    });
+    // `serve` wakes its own accept loop on shutdown.
     let stats = std::sync::Arc::new(backend::BackendStats::default());
-    backend::serve(listener, shutdown, config, stats.clone())?;
+    backend::serve(listener, shutdown, config, stats.clone())
+        .map_err(|e| format!("stopped serving: {e}"))?;
     use std::sync::atomic::Ordering::SeqCst;
     println!(
         "served {} requests: {} answered, {} failed, {} clients left early",

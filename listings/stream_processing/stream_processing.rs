@@ -51,6 +51,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use may::go;
 use may::net::{TcpListener, TcpStream};
 use may::sync::{Mutex, WaitGroup};
+use may_patterns::accept;
 use may_patterns::bounded::{self, Receiver, RecvTimeoutError, Sender, TrySendError};
 use may_patterns::json::check_depth;
 use may_patterns::runtime::{configure_once, Settings};
@@ -692,7 +693,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> io::Result<Running> {
     let (idle, to_main) = (config.idle, output_tx.clone());
     go!(move || window_stage(ingest_rx, windower, idle, counters, to_main));
 
-    let mut local_addr = None;
+    let (mut local_addr, mut waker) = (None, None);
     let source = match config.source.clone() {
         Source::Generator => {
             let generator = Generator {
@@ -705,9 +706,12 @@ pub fn start(config: Config, shutdown: Shutdown) -> io::Result<Running> {
             go!(move || generator.run(&config, &ingest, &stop))
         }
         Source::Tcp(addr) => {
-            let listener = TcpListener::bind(addr.as_str())?;
-            let addr = listener.local_addr()?;
-            local_addr = Some(addr);
+            let listener = TcpListener::bind(addr.as_str()).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            local_addr = Some(listener.local_addr()?);
+            // accept() parks until a client comes: on shutdown, this is one.
+            waker = Some(accept::wake_on_shutdown(&listener, &shutdown)?);
             let stop = shutdown.clone();
             go!(move || accept(listener, config, ingest, output_tx, stop))
         }
@@ -716,12 +720,8 @@ pub fn start(config: Config, shutdown: Shutdown) -> io::Result<Running> {
     // stop woke it), tell the window coroutine. `Stop` always waits for
     // room: it must not be dropped.
     go!(move || {
-        if let Some(addr) = local_addr {
-            shutdown.wait();
-            // accept() parks until a client comes: be that client.
-            let _ = TcpStream::connect(addr);
-        }
         let _ = source.join();
+        drop(waker); // joins the accept waker, if there is one
         let _ = ingest_tx.send(Msg::Stop);
     });
     Ok(Running {
@@ -856,7 +856,10 @@ fn main() {
     });
     let shutdown = Shutdown::new();
     let on_ctrl_c = shutdown.clone();
-    ctrlc::set_handler(move || on_ctrl_c.trigger()).expect("install the Ctrl-C handler");
+    if let Err(e) = ctrlc::set_handler(move || on_ctrl_c.trigger()) {
+        eprintln!("stream_processing: cannot install the Ctrl-C handler: {e}");
+        std::process::exit(1);
+    }
     if let Some(limit) = args.duration.map(for_may) {
         let stop = shutdown.clone();
         go!(move || {
@@ -867,7 +870,7 @@ fn main() {
     let running = match start(args.config(), shutdown) {
         Ok(running) => running,
         Err(e) => {
-            eprintln!("cannot start: {e}");
+            eprintln!("stream_processing: {e}");
             std::process::exit(1);
         }
     };
