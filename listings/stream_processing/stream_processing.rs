@@ -706,9 +706,8 @@ pub fn start(config: Config, shutdown: Shutdown) -> io::Result<Running> {
             go!(move || generator.run(&config, &ingest, &stop))
         }
         Source::Tcp(addr) => {
-            let listener = TcpListener::bind(addr.as_str()).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-            })?;
+            let listener = TcpListener::bind(addr.as_str())
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             local_addr = Some(listener.local_addr()?);
             // accept() parks until a client comes: on shutdown, this is one.
             waker = Some(accept::wake_on_shutdown(&listener, &shutdown)?);
