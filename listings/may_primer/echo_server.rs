@@ -8,7 +8,10 @@
 //! accepted socket gets its own coroutine that reads into a fixed 4 KiB buffer
 //! and writes the bytes straight back. A registry of open sockets lets
 //! shutdown close them all at once; a wait group lets `run` return only after
-//! every connection coroutine has finished.
+//! every connection coroutine has finished; `may_patterns::accept` wakes the
+//! parked accept loop on shutdown. An accept that fails because the process
+//! ran out of file descriptors or memory is retried after a growing pause,
+//! logged once per spell, while the open connections are served.
 //!
 //! **Usage.** `cargo run --example echo_server -- --addr 127.0.0.1:7000`, then
 //! `nc 127.0.0.1 7000` in another terminal. Ctrl-C stops it cleanly and prints
@@ -19,7 +22,7 @@
 //!
 //! **Customization.** `--max-connections` bounds concurrent clients (extra ones
 //! are closed at once and counted), `--idle-timeout-ms` disconnects silent or
-//! stuck peers, `--workers` sets may's worker threads.
+//! stuck peers, `--workers` sets may's worker threads; none of them takes 0.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
