@@ -100,7 +100,9 @@ impl BlockingPool {
     ///
     /// On a coroutine this parks the coroutine (its worker runs others)
     /// until the result is ready, first while the queue is full if it is;
-    /// on a plain thread it blocks that thread.
+    /// on a plain thread it blocks that thread. Do not call it from a job
+    /// of the same pool: once every thread waits for a job queued behind
+    /// it, nothing runs.
     pub fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce() -> T + Send + 'static,
