@@ -11,6 +11,8 @@
 //!   calling coroutine parks (the primer).
 //! - [`bounded`]: the bounded channel may lacks, so producers feel
 //!   backpressure (the producer-consumer chapter).
+//! - [`cli`]: refuse a zero count on the command line with one sentence (the
+//!   primer's echo server, and every program after it).
 //! - [`http`]: bounded HTTP/1.1 reading and writing with httparse
 //!   (scatter-gather, and every HTTP chapter after it).
 //! - [`json`]: reject JSON nested deeper than a program's records need,
@@ -35,6 +37,7 @@ pub mod accept;
 pub mod backend;
 pub mod blocking;
 pub mod bounded;
+pub mod cli;
 pub mod http;
 pub mod json;
 pub mod machine;

@@ -27,9 +27,7 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown as SocketShutdown;
-use std::num::ParseIntError;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +36,7 @@ use clap::Parser;
 use may::go;
 use may::net::{TcpListener, TcpStream};
 use may::sync::{Mutex, WaitGroup};
+use may_patterns::cli::at_least_one;
 use may_patterns::shutdown::Shutdown;
 use may_patterns::{accept, timeout};
 
@@ -273,19 +272,6 @@ struct Cli {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// Refuse 0 on the command line: no connections, no workers and no timeout
-/// (what may makes of a 0 ms one) are not settings a server can run with.
-fn at_least_one<T>(arg: &str) -> Result<T, String>
-where
-    T: FromStr<Err = ParseIntError> + PartialOrd + From<u8>,
-{
-    let n: T = arg.parse().map_err(|e: ParseIntError| e.to_string())?;
-    if n < T::from(1) {
-        return Err("must be at least 1".to_owned());
-    }
-    Ok(n)
 }
 
 // ANCHOR: main

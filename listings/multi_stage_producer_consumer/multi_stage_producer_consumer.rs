@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use may::go;
 use may_patterns::bounded::{self, Receiver, SendError, Sender};
+use may_patterns::cli::at_least_one;
 use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::shutdown::Shutdown;
 use may_patterns::stage::{timed, Outcome, Stage, StageStats};
@@ -57,13 +58,13 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     items: u64,
     /// Slots in each queue between two stages.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<u64>)]
     capacity: u64,
     /// Coroutines sharing the parse stage.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u64>)]
     parse_workers: u64,
     /// Coroutines sharing the enrich stage.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<u64>)]
     enrich_workers: u64,
     /// Simulated I/O wait per record in the read stage, in milliseconds (0: none).
     #[arg(long, default_value_t = 1)]
@@ -78,7 +79,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     write_ms: u64,
     /// Make every N-th record malformed: parse rejects it, counts why, goes on.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = at_least_one::<u64>)]
     bad_every: Option<u64>,
     /// Make the sink fail for good after N records: the whole chain stops.
     #[arg(long)]

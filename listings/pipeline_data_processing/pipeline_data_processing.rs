@@ -49,6 +49,7 @@ use may::go;
 use may::net::TcpListener;
 use may_patterns::accept;
 use may_patterns::bounded::{self, Receiver, Sender};
+use may_patterns::cli::at_least_one;
 use may_patterns::json::check_depth;
 use may_patterns::pace::Pacer;
 use may_patterns::runtime::{configure_once, Settings};
@@ -350,11 +351,11 @@ pub struct Args {
     #[arg(long)]
     rejects: Option<PathBuf>,
     /// Slots in each queue between two stages.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<u64>)]
     buffer: u64,
     /// Coroutines in each of the parse, transform and validate stages. With
     /// 1, the output keeps the input's order; with more, it does not.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u64>)]
     workers_per_stage: u64,
     /// Longest line accepted, in bytes; a longer one is rejected, not read.
     #[arg(long, default_value_t = 64 * 1024)]

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use may::go;
 use may_patterns::bounded::{self, TrySendError};
+use may_patterns::cli::at_least_one;
 use may_patterns::pace::Pacer;
 use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::shutdown::Shutdown;
@@ -43,13 +44,13 @@ use may_patterns::shutdown::Shutdown;
 #[command(name = "producer_consumer_bounded")]
 struct Args {
     /// Producer coroutines; they share the items between them.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<u64>)]
     producers: u64,
     /// Consumer coroutines taking items out of the buffer.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one::<u64>)]
     consumers: u64,
     /// Slots in the buffer: the most items that can wait between the two sides.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<u64>)]
     capacity: u64,
     /// Items to produce in total.
     #[arg(long, default_value_t = 2000)]

@@ -62,7 +62,7 @@ struct Args {
     #[arg(long, default_value = "lamp")]
     query: String,
     /// Deadline for the whole query.
-    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = deadline)]
     timeout: Duration,
     /// Answer as soon as this many backends have. Without it, wait for all
     /// of them (until the deadline). The exit status is 1 when fewer than
@@ -465,6 +465,14 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// A query's deadline: a zero one could never be met, so it is refused.
+fn deadline(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text).map_err(|e| e.to_string())? {
+        Duration::ZERO => Err("must be longer than 0".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
 // ANCHOR: main
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -534,6 +542,15 @@ mod tests {
     use super::*;
     use may_patterns::runtime::configure_for_tests;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_zero_deadline_is_refused_on_the_command_line() {
+        let parse =
+            |t: &str| Args::try_parse_from(["scatter_gather", "--demo", "2", "--timeout", t]);
+        let refused = parse("0s").unwrap_err().to_string();
+        assert!(refused.contains("must be longer than 0"), "{refused}");
+        assert_eq!(parse("150ms").unwrap().timeout, Duration::from_millis(150));
+    }
 
     fn backend(ms: u64) -> BackendConfig {
         BackendConfig::new(&format!("b{ms}"), Duration::from_millis(ms))

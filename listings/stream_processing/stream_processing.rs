@@ -53,6 +53,7 @@ use may::net::{TcpListener, TcpStream};
 use may::sync::{Mutex, WaitGroup};
 use may_patterns::accept;
 use may_patterns::bounded::{self, Receiver, RecvTimeoutError, Sender, TrySendError};
+use may_patterns::cli::at_least_one;
 use may_patterns::json::check_depth;
 use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::shutdown::Shutdown;
@@ -70,7 +71,7 @@ struct Args {
     #[arg(long, default_value = "gen", value_parser = parse_source)]
     source: Source,
     /// Generator: events per second, spread over four keys.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<u64>)]
     rate: u64,
     /// Generator: stop after this many events (0: never).
     #[arg(long, default_value_t = 0)]
@@ -106,14 +107,14 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Policy::Block)]
     policy: Policy,
     /// Events the ingest buffer holds.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one::<u64>)]
     buffer: u64,
     /// TCP: close a connection that sends nothing for this long.
     #[arg(long, default_value = "30s", value_parser = timeout)]
     conn_timeout: Duration,
     /// TCP: connections served at once; a client beyond this is closed at
     /// once (and logged), so open sockets and their coroutines stay bounded.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<u64>)]
     max_connections: u64,
     /// Stop by itself after this long, as Ctrl-C would.
     #[arg(long, value_parser = timeout)]
