@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Every chapter's criterion settings: 1 s warm-up, 3 s of measurement,
 /// then whatever the command line adds.
@@ -82,45 +81,6 @@ fn human(ns: f64) -> String {
     }
 }
 
-/// "model name" from /proc/cpuinfo, and the number of CPUs we may use.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!(
-        "{cpus} CPUs ({cpu}), {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
-}
-
-/// Today's date (UTC) as YYYY-MM-DD, from the days since 1970 (H. Hinnant's
-/// civil-from-days algorithm).
-fn today() -> String {
-    let days = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        / 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 /// Write `book/<chapter>/benchmarks.md` from the rows' criterion results, one
 /// column for `subject`, one for `baseline`, and `baseline ÷ subject`.
 /// Leaves the file alone when a row has no result (e.g. a filtered run).
@@ -151,9 +111,9 @@ pub fn write_table_columns(table: &Table, rows: &[Row]) {
 pub fn write_table_file(table: &Table, rows: &[Row], file: &str) {
     let mut text = format!(
         "Measured on {} with `cargo bench --bench {}` (release build, criterion medians), {}.",
-        machine(),
+        may_patterns::machine::describe(),
         table.chapter,
-        today()
+        may_patterns::machine::today()
     );
     if !table.note.is_empty() {
         write!(text, "\n{}", table.note).unwrap();
@@ -251,8 +211,8 @@ pub struct PercentileRow {
 pub fn write_percentile_table(chapter: &str, file: &str, note: &str, rows: &[PercentileRow]) {
     let mut text = format!(
         "Measured on {} with `cargo bench --bench {chapter}` (release build), {}.",
-        machine(),
-        today()
+        may_patterns::machine::describe(),
+        may_patterns::machine::today()
     );
     if !note.is_empty() {
         write!(text, "\n{note}").unwrap();
@@ -316,8 +276,8 @@ pub fn write_cells_table(
 ) {
     let mut text = format!(
         "Measured on {} with `cargo bench --bench {chapter}` (release build), {}.",
-        machine(),
-        today()
+        may_patterns::machine::describe(),
+        may_patterns::machine::today()
     );
     if !note.is_empty() {
         write!(text, "\n{note}").unwrap();
