@@ -7,16 +7,16 @@
 //! `cargo test --test nesting` drives debug builds (what `cargo run`
 //! makes); `cargo test --release --test nesting` drives release builds.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 mod support;
-use support::{build_examples, interrupt, output_bounded, wait_bounded};
+use support::{build_examples, interrupt, output_bounded, spawn_with_lines, wait_bounded};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -31,24 +31,7 @@ fn arrays(levels: usize) -> String {
 /// Start `name` with `args`; its stdout and stderr lines arrive on two
 /// channels, read by two threads so neither pipe can fill up.
 fn start(name: &str, args: &[&str]) -> (Child, Receiver<String>, Receiver<String>) {
-    let mut child = Command::new(build_examples([name]).join(name))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the program starts");
-    let lines = |pipe: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        rx
-    };
-    let stdout = lines(Box::new(child.stdout.take().unwrap()));
-    let stderr = lines(Box::new(child.stderr.take().unwrap()));
-    (child, stdout, stderr)
+    spawn_with_lines(Command::new(build_examples([name]).join(name)).args(args))
 }
 
 /// The next line containing `text`, waiting at most `LIMIT`; a line about

@@ -5,16 +5,16 @@
 //! source still gets its window closed; a generator run with `--duration`
 //! ends by itself and its totals balance.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 mod support;
-use support::{build_examples, interrupt, wait_bounded};
+use support::{build_examples, interrupt, spawn_with_lines, wait_bounded};
 
 const NAME: &str = "stream_processing";
 const LIMIT: Duration = Duration::from_secs(20);
@@ -22,24 +22,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// Start the program with `args`; its stdout and stderr lines arrive on
 /// two channels, read by two threads so neither pipe can fill up.
 fn start(args: &[&str]) -> (Child, Receiver<String>, Receiver<String>) {
-    let mut child = Command::new(build_examples([NAME]).join(NAME))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the program starts");
-    let lines = |pipe: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        rx
-    };
-    let stdout = lines(Box::new(child.stdout.take().unwrap()));
-    let stderr = lines(Box::new(child.stderr.take().unwrap()));
-    (child, stdout, stderr)
+    spawn_with_lines(Command::new(build_examples([NAME]).join(NAME)).args(args))
 }
 
 /// The next line that starts with `prefix`, waiting at most `LIMIT`.

@@ -1,8 +1,10 @@
 //! Shared by the end-to-end tests: build example programs as a user would
 //! run them, and wait for a process with a bound.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 /// Build the named examples (`cargo test` builds them only in test mode) and
@@ -93,4 +95,27 @@ pub fn output_bounded(command: &mut Command, limit: Duration) -> Output {
         stdout: out.join().unwrap().into_bytes(),
         stderr: err.join().unwrap().into_bytes(),
     }
+}
+
+/// Start `command`; its stdout and stderr lines arrive on two channels, read
+/// by two threads so neither pipe can fill up while the test waits.
+#[allow(dead_code)] // not every test binary that includes this module reads lines
+pub fn spawn_with_lines(command: &mut Command) -> (Child, Receiver<String>, Receiver<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let lines = |pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let stdout = lines(Box::new(child.stdout.take().unwrap()));
+    let stderr = lines(Box::new(child.stderr.take().unwrap()));
+    (child, stdout, stderr)
 }
