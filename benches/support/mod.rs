@@ -81,6 +81,20 @@ fn human(ns: f64) -> String {
     }
 }
 
+/// The first lines of every table: the machine, the command, how it was
+/// measured and the date, then the table's own `note` if it has one.
+fn heading(chapter: &str, how: &str, note: &str) -> String {
+    let mut text = format!(
+        "Measured on {} with `cargo bench --bench {chapter}` ({how}), {}.",
+        may_patterns::machine::describe(),
+        may_patterns::machine::today()
+    );
+    if !note.is_empty() {
+        write!(text, "\n{note}").unwrap();
+    }
+    text
+}
+
 /// Write `book/<chapter>/benchmarks.md` from the rows' criterion results, one
 /// column for `subject`, one for `baseline`, and `baseline ÷ subject`.
 /// Leaves the file alone when a row has no result (e.g. a filtered run).
@@ -109,15 +123,11 @@ pub fn write_table_columns(table: &Table, rows: &[Row]) {
 /// more than one table.
 #[allow(dead_code)] // each bench is its own crate; most write one table
 pub fn write_table_file(table: &Table, rows: &[Row], file: &str) {
-    let mut text = format!(
-        "Measured on {} with `cargo bench --bench {}` (release build, criterion medians), {}.",
-        may_patterns::machine::describe(),
+    let mut text = heading(
         table.chapter,
-        may_patterns::machine::today()
+        "release build, criterion medians",
+        table.note,
     );
-    if !table.note.is_empty() {
-        write!(text, "\n{}", table.note).unwrap();
-    }
     text.push_str(&header(table));
     for row in rows {
         let Some(medians) = row_medians(table, row) else {
@@ -209,14 +219,7 @@ pub struct PercentileRow {
 /// count, median, 99th percentile and maximum.
 #[allow(dead_code)] // each bench is its own crate; most use criterion's tables only
 pub fn write_percentile_table(chapter: &str, file: &str, note: &str, rows: &[PercentileRow]) {
-    let mut text = format!(
-        "Measured on {} with `cargo bench --bench {chapter}` (release build), {}.",
-        may_patterns::machine::describe(),
-        may_patterns::machine::today()
-    );
-    if !note.is_empty() {
-        write!(text, "\n{note}").unwrap();
-    }
+    let mut text = heading(chapter, "release build", note);
     text.push_str("\n\n| measurement | samples | median | p99 | max |\n|---|---|---|---|---|\n");
     for row in rows {
         let ns = |d: std::time::Duration| human(d.as_nanos() as f64);
@@ -274,14 +277,7 @@ pub fn write_cells_table(
     titles: &[&str],
     rows: &[(String, Vec<Cell>)],
 ) {
-    let mut text = format!(
-        "Measured on {} with `cargo bench --bench {chapter}` (release build), {}.",
-        may_patterns::machine::describe(),
-        may_patterns::machine::today()
-    );
-    if !note.is_empty() {
-        write!(text, "\n{note}").unwrap();
-    }
+    let mut text = heading(chapter, "release build", note);
     write!(
         text,
         "\n\n| measurement | {} |\n|{}\n",
