@@ -173,8 +173,25 @@ fn handle(
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?; // idle clients go
     let mut reader = BufReader::new(stream);
-    let Some(request) = http::read_request(&mut reader, &Limits::default())? else {
-        return Ok(());
+    let request = match http::read_request(&mut reader, &Limits::default()) {
+        Ok(Some(request)) => request,
+        Ok(None) => return Ok(()), // closed before sending anything
+        // An oversized, malformed or unfinished head: say what was wrong,
+        // so a person with curl or nc sees why, then close.
+        Err(e) if matches!(e.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof) => {
+            stats.failed.fetch_add(1, Ordering::SeqCst);
+            let body = format!("{e}\n");
+            let out = reader.get_mut();
+            return http::write_response(
+                out,
+                400,
+                "Bad Request",
+                "text/plain",
+                &[],
+                body.as_bytes(),
+            );
+        }
+        Err(e) => return Err(e),
     };
     stats.requests.fetch_add(1, Ordering::SeqCst);
     let Some(query) = search_query(&request.target) else {
@@ -319,6 +336,39 @@ mod tests {
         let failed = statuses.1.iter().filter(|&&s| s == 500).count();
         assert!((70..130).contains(&failed), "about half of 200: {failed}");
         assert_eq!(backend.stats.requests.load(Ordering::SeqCst), 201);
+    }
+
+    #[test]
+    fn an_oversized_or_unfinished_request_head_gets_400_with_the_reason() {
+        configure_for_tests();
+        let backend = Backend::start(BackendConfig::new("delta", Duration::ZERO)).unwrap();
+        let answer = |request: Vec<u8>| {
+            let mut client = std::net::TcpStream::connect(backend.addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let _ = client.write_all(&request);
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            let mut text = String::new();
+            let _ = client.read_to_string(&mut text);
+            text
+        };
+        let mut huge = b"GET /search?q=x HTTP/1.1\r\nX-Big: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 70_000));
+        huge.extend(b"\r\n\r\n");
+        let oversized = answer(huge);
+        assert!(oversized.starts_with("HTTP/1.1 400"), "{oversized}");
+        assert!(
+            oversized.contains("message head longer than"),
+            "{oversized}"
+        );
+        let unfinished = answer(b"GET /search?q=x HTTP/1.1\r\n".to_vec());
+        assert!(unfinished.starts_with("HTTP/1.1 400"), "{unfinished}");
+        assert!(
+            unfinished.contains("middle of a message head"),
+            "{unfinished}"
+        );
+        assert_eq!(backend.stats.failed.load(Ordering::SeqCst), 2);
     }
 
     #[test]
