@@ -148,24 +148,31 @@ fn block_one_worker() -> Stalls {
 }
 
 /// `n` connected loopback sockets to read from, with their peers pushed onto
-/// `writers`. The reading end is the client's on even connections and the
-/// server's on odd ones, so the readers' fds alternate between odd and even.
+/// `writers`. Of each connected pair the reading end is picked by its fd, so
+/// that exactly half the readers belong to each worker (`n` must be even).
 fn socket_pairs(n: usize, writers: &mut Vec<TcpStream>) -> Vec<TcpStream> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    (0..n)
-        .map(|i| {
-            let client = TcpStream::connect(addr).unwrap();
-            let (server, _) = listener.accept().unwrap();
-            let (reader, writer) = if i % 2 == 0 {
-                (client, server)
-            } else {
-                (server, client)
-            };
-            writers.push(writer);
-            reader
-        })
-        .collect()
+    let mut per_owner = [0usize; WORKERS];
+    let mut readers = Vec::new();
+    while readers.len() < n {
+        let client = TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let owner = |s: &TcpStream| s.as_raw_fd() as usize % WORKERS;
+        // The worker with fewer readers so far gets the next one.
+        let wanted = (0..WORKERS).min_by_key(|&w| per_owner[w]).unwrap();
+        let (reader, writer) = if owner(&client) == wanted {
+            (client, server)
+        } else if owner(&server) == wanted {
+            (server, client)
+        } else {
+            continue; // neither end is on that worker: try another pair
+        };
+        per_owner[wanted] += 1;
+        writers.push(writer);
+        readers.push(reader);
+    }
+    readers
 }
 
 #[cfg(test)]
@@ -178,10 +185,8 @@ mod tests {
         assert_eq!(configure_for_tests().workers, WORKERS);
         let r = block_one_worker();
         let stalled = |v: &[bool]| v.iter().filter(|&&l| l).count();
-        assert!(
-            !r.own_sockets.is_empty() && !r.other_sockets.is_empty(),
-            "{r:?}"
-        );
+        assert_eq!(r.own_sockets.len(), EACH / WORKERS, "{r:?}");
+        assert_eq!(r.other_sockets.len(), EACH / WORKERS, "{r:?}");
         assert_eq!(stalled(&r.own_sockets), r.own_sockets.len(), "{r:?}");
         assert_eq!(stalled(&r.other_sockets), 0, "{r:?}");
         // OS-thread wake-ups go to each worker in turn (scheduler.rs:211-219).
