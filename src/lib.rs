@@ -9,8 +9,13 @@
 //!   hangs) for the clients, proxies and load balancers (scatter-gather).
 //! - [`blocking`]: run blocking calls on a small pool of OS threads while the
 //!   calling coroutine parks (the primer).
+//! - [`breaker`]: a circuit breaker, retries with backoff and jitter, a
+//!   retry budget and a bulkhead for calls to a dependency (the
+//!   circuit-breaker chapter).
 //! - [`bounded`]: the bounded channel may lacks, so producers feel
 //!   backpressure (the producer-consumer chapter).
+//! - [`clock`]: the time a limiter or breaker decides by, injectable so
+//!   tests are exact (the rate-limiting chapter).
 //! - [`cli`]: refuse a zero count on the command line with one sentence (the
 //!   primer's echo server, and every program after it).
 //! - [`http`]: bounded HTTP/1.1 reading and writing with httparse
@@ -21,6 +26,9 @@
 //!   appendix).
 //! - [`pace`]: simulated per-item waits without sub-millisecond coroutine
 //!   sleeps (which may 0.3.51 gets wrong).
+//! - [`ratelimit`]: admit at most a quota per key and period, by six
+//!   algorithms, with bounded memory per flood of keys (the rate-limiting
+//!   chapter).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
 //! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
 //!   (the primer's echo server, and every server after it).
@@ -37,11 +45,14 @@ pub mod accept;
 pub mod backend;
 pub mod blocking;
 pub mod bounded;
+pub mod breaker;
 pub mod cli;
+pub mod clock;
 pub mod http;
 pub mod json;
 pub mod machine;
 pub mod pace;
+pub mod ratelimit;
 pub mod runtime;
 pub mod shutdown;
 pub mod stage;

@@ -22,17 +22,28 @@ pub fn examples() -> HashMap<String, (String, bool)> {
 
 /// A listing must be an example named after its file, with `test = true`, so
 /// `cargo test` runs its tests and `cargo run --example <file stem>` runs it.
+/// A program that outgrew one file is a folder, `<chapter>/<program>/main.rs`
+/// plus its modules: `main.rs` is the example named after the folder, and
+/// every other file there is one of its modules, compiled with it.
 pub fn check(examples: &HashMap<String, (String, bool)>, listing: &str) -> Result<(), String> {
-    let stem = std::path::Path::new(listing)
-        .file_stem()
-        .unwrap()
-        .to_string_lossy();
-    match examples.get(listing) {
+    let path = std::path::Path::new(listing);
+    let folder_main = path.with_file_name("main.rs");
+    let (listing, expected) = match path.parent().and_then(|p| p.file_name()) {
+        Some(program) if super::chapters::root().join(&folder_main).is_file() => (
+            folder_main.to_string_lossy().into_owned(),
+            program.to_string_lossy().into_owned(),
+        ),
+        _ => (
+            listing.to_owned(),
+            path.file_stem().unwrap().to_string_lossy().into_owned(),
+        ),
+    };
+    match examples.get(&listing) {
         None => Err(format!(
             "{listing} is not an [[example]] in Cargo.toml, so nothing compiles it"
         )),
-        Some((name, _)) if *name != stem => Err(format!(
-            "{listing} is the example `{name}`; name it `{stem}` as the chapter says"
+        Some((name, _)) if *name != expected => Err(format!(
+            "{listing} is the example `{name}`; name it `{expected}` as the chapter says"
         )),
         Some((_, false)) => Err(format!(
             "{listing}: set `test = true` so cargo test runs its tests"
