@@ -14,11 +14,15 @@
 //! read returns end-of-file at once: the backend counts it in
 //! [`BackendStats::client_gone`] and drops the connection, as a real server
 //! would when its client goes away.
+//!
+//! A running backend can change how it behaves ([`Backend::set_behaviour`]):
+//! a program scripting an outage turns a healthy backend slow, failing and
+//! healthy again without restarting it, so its clients keep their address.
 
 use std::io::{self, BufReader, ErrorKind, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use may::coroutine::JoinHandle;
@@ -53,6 +57,18 @@ pub struct BackendConfig {
 }
 
 impl BackendConfig {
+    /// The part of this configuration that [`Backend::set_behaviour`] can
+    /// change later.
+    pub fn behaviour(&self) -> Behaviour {
+        Behaviour {
+            latency: self.latency,
+            slow_fraction: self.slow_fraction,
+            slow_latency: self.slow_latency,
+            fail_fraction: self.fail_fraction,
+            hang: self.hang,
+        }
+    }
+
     /// A backend that answers every request after `latency`.
     pub fn new(name: &str, latency: Duration) -> BackendConfig {
         BackendConfig {
@@ -66,6 +82,35 @@ impl BackendConfig {
             seed: 1,
             max_connections: 1024,
         }
+    }
+}
+
+/// How a backend treats the next requests: the fields of [`BackendConfig`]
+/// of the same names, which a running backend can change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Behaviour {
+    pub latency: Duration,
+    pub slow_fraction: f64,
+    pub slow_latency: Duration,
+    pub fail_fraction: f64,
+    pub hang: bool,
+}
+
+/// The behaviour a backend reads once per request, changeable while it runs.
+///
+/// A std `RwLock` is enough: it is held only to copy a few words in or out,
+/// never across a park, so it cannot block a may worker for longer than that.
+#[derive(Debug)]
+struct Switch(RwLock<Behaviour>);
+
+impl Switch {
+    fn get(&self) -> Behaviour {
+        // Nothing panics while holding it; a poisoned lock still holds a value.
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, behaviour: Behaviour) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = behaviour;
     }
 }
 
@@ -88,6 +133,7 @@ pub struct BackendStats {
 pub struct Backend {
     pub addr: SocketAddr,
     pub stats: Arc<BackendStats>,
+    switch: Arc<Switch>,
     shutdown: Shutdown,
     accept: Option<JoinHandle<io::Result<()>>>,
 }
@@ -99,16 +145,31 @@ impl Backend {
         let addr = listener.local_addr()?;
         let stats = Arc::new(BackendStats::default());
         let shutdown = Shutdown::new();
+        let switch = Arc::new(Switch(RwLock::new(config.behaviour())));
         let accept = {
-            let (stats, shutdown) = (stats.clone(), shutdown.clone());
-            go!(move || serve(listener, shutdown, config, stats))
+            let (stats, shutdown, switch) = (stats.clone(), shutdown.clone(), switch.clone());
+            go!(move || serve_switched(listener, shutdown, config, switch, stats))
         };
         Ok(Backend {
             addr,
             stats,
+            switch,
             shutdown,
             accept: Some(accept),
         })
+    }
+
+    /// Treat every request read from now on this way. A request already
+    /// being worked on keeps the behaviour it started with (a hanging one
+    /// hangs until its client gives up). A `script` in the configuration
+    /// still decides the delays, as at start.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.switch.set(behaviour);
+    }
+
+    /// How the backend treats requests now.
+    pub fn behaviour(&self) -> Behaviour {
+        self.switch.get()
     }
 }
 
@@ -128,6 +189,18 @@ pub fn serve(
     config: BackendConfig,
     stats: Arc<BackendStats>,
 ) -> io::Result<()> {
+    let switch = Arc::new(Switch(RwLock::new(config.behaviour())));
+    serve_switched(listener, shutdown, config, switch, stats)
+}
+
+/// [`serve`], reading the behaviour from `switch` for every request.
+fn serve_switched(
+    listener: TcpListener,
+    shutdown: Shutdown,
+    config: BackendConfig,
+    switch: Arc<Switch>,
+    stats: Arc<BackendStats>,
+) -> io::Result<()> {
     let config = Arc::new(config);
     let counter = Arc::new(AtomicU64::new(0));
     // Joined when this function returns, however it returns.
@@ -143,13 +216,14 @@ pub fn serve(
         }
         let open = stats.open.fetch_add(1, Ordering::SeqCst) + 1;
         let (config, stats, counter) = (config.clone(), stats.clone(), counter.clone());
+        let switch = switch.clone();
         go!(move || {
             if open > config.max_connections {
                 let mut stream = stream;
                 let _ =
                     http::write_response(&mut stream, 503, "Busy", "text/plain", &[], b"busy\n");
             } else {
-                let _ = handle(stream, &config, &stats, &counter);
+                let _ = handle(stream, &config, &switch, &stats, &counter);
             }
             stats.open.fetch_sub(1, Ordering::SeqCst);
         });
@@ -168,6 +242,7 @@ fn unit(seed: u64, n: u64, salt: u64) -> f64 {
 fn handle(
     stream: TcpStream,
     config: &BackendConfig,
+    switch: &Switch,
     stats: &BackendStats,
     counter: &AtomicU64,
 ) -> io::Result<()> {
@@ -207,21 +282,22 @@ fn handle(
         );
     };
     let n = counter.fetch_add(1, Ordering::SeqCst);
-    let delay = if config.hang {
+    let behaviour = switch.get(); // a copy: no lock held while we wait below
+    let delay = if behaviour.hang {
         Duration::from_secs(60)
     } else if !config.script.is_empty() {
         config.script[n as usize % config.script.len()]
-    } else if unit(config.seed, n, 1) < config.slow_fraction {
-        config.slow_latency
+    } else if unit(config.seed, n, 1) < behaviour.slow_fraction {
+        behaviour.slow_latency
     } else {
-        config.latency
+        behaviour.latency
     };
     if !delay.is_zero() && client_left_within(reader.get_mut(), delay)? {
         stats.client_gone.fetch_add(1, Ordering::SeqCst);
         return Ok(());
     }
     let stream = reader.get_mut();
-    if unit(config.seed, n, 2) < config.fail_fraction {
+    if unit(config.seed, n, 2) < behaviour.fail_fraction {
         stats.failed.fetch_add(1, Ordering::SeqCst);
         let body = format!("{} failed on purpose\n", config.name);
         return http::write_response(
@@ -400,6 +476,32 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn a_running_backend_changes_behaviour_for_the_next_requests() {
+        configure_for_tests();
+        let backend = Backend::start(BackendConfig::new("eps", Duration::ZERO)).unwrap();
+        let addr = backend.addr;
+        let status = move || go!(move || get(addr, "/search?q=x").status).join().unwrap();
+        assert_eq!(status(), 200);
+        let healthy = backend.behaviour();
+        backend.set_behaviour(Behaviour {
+            fail_fraction: 1.0,
+            ..healthy
+        });
+        assert_eq!(status(), 500);
+        backend.set_behaviour(Behaviour {
+            latency: Duration::from_millis(30),
+            ..healthy
+        });
+        let started = Instant::now();
+        assert_eq!(status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        backend.set_behaviour(healthy);
+        assert_eq!(status(), 200);
+        assert_eq!(backend.stats.failed.load(Ordering::SeqCst), 1);
+        assert_eq!(backend.stats.answered.load(Ordering::SeqCst), 3);
     }
 
     #[test]
