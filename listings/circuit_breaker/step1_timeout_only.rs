@@ -44,7 +44,8 @@ fn call(addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     http::write_request(&mut stream, "GET", "/search?q=lamp", "backend", &[], b"").map_err(io)?;
-    let response = http::read_response(&mut BufReader::new(stream), &Limits::default()).map_err(io)?;
+    let response =
+        http::read_response(&mut BufReader::new(stream), &Limits::default()).map_err(io)?;
     match response.status {
         200 => Ok(()),
         status => Err(Failure::Status(status)),
@@ -170,7 +171,11 @@ mod tests {
             .unwrap();
         assert_eq!((report.ok, report.timed_out, report.other), (0, 40, 0));
         assert!(report.slowest >= timeout, "{:?}", report.slowest);
-        assert!(report.slowest < Duration::from_secs(2), "{:?}", report.slowest);
+        assert!(
+            report.slowest < Duration::from_secs(2),
+            "{:?}",
+            report.slowest
+        );
         // 40 calls started within ~40-80 ms, each waiting 50 ms: many at once.
         assert!(report.peak_in_flight >= 15, "{}", report.peak_in_flight);
     }
