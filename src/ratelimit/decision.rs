@@ -1,0 +1,48 @@
+//! What a limiter answers.
+
+use std::time::Duration;
+
+/// One decision for one request of some cost.
+///
+/// The fields map onto HTTP: `Retry-After` is `retry_after`, and the IETF
+/// httpapi draft's `RateLimit-Remaining` and `RateLimit-Reset` are
+/// `remaining` and `reset`. A coroutine that sleeps a `wait` or a
+/// `retry_after` under 1 ms sleeps 1 ms on may 0.3.51 (see
+/// [`crate::timeout`]): fine for a limiter, whose whole job is to be late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go now. `remaining`: what could still be admitted right now; `reset`:
+    /// time until the full quota is available again.
+    Allowed { remaining: u64, reset: Duration },
+    /// Leaky bucket as a queue: admitted, but go only after `wait`
+    /// (smoothing, not rejecting).
+    Queued {
+        wait: Duration,
+        remaining: u64,
+        reset: Duration,
+    },
+    /// Not now: the same request would be admitted after `retry_after` if
+    /// nothing else arrives (`Duration::MAX` when its cost is more than the
+    /// quota holds: it never will be).
+    Denied {
+        retry_after: Duration,
+        reset: Duration,
+    },
+}
+
+impl Decision {
+    /// Allowed or Queued: the units were consumed.
+    pub fn is_admitted(&self) -> bool {
+        !matches!(self, Decision::Denied { .. })
+    }
+
+    /// How long the caller waits before it may go: zero when allowed, the
+    /// queue wait when queued, `None` when denied.
+    pub fn wait(&self) -> Option<Duration> {
+        match *self {
+            Decision::Allowed { .. } => Some(Duration::ZERO),
+            Decision::Queued { wait, .. } => Some(wait),
+            Decision::Denied { .. } => None,
+        }
+    }
+}
