@@ -26,3 +26,6 @@ pub use quota::{Quota, QuotaError};
 pub use sliding_counter::{SlidingCounter, SlidingCounterState};
 pub use sliding_log::{SlidingLog, SlidingLogState};
 pub use token_bucket::{TokenBucket, TokenBucketState};
+
+// The chapter's adversarial trace and its replay (steps 1-6, the bench).
+pub mod trace;
