@@ -10,11 +10,19 @@
 //!   Its settings are a [`BreakerConfig`] (`config.rs`); its window is
 //!   `window.rs`; what it reports ([`State`], [`Transition`], [`Snapshot`])
 //!   is `state.rs`.
+//! - [`RetryPolicy`] (`retry.rs`): fixed, exponential, or exponential with
+//!   AWS's full jitter, from a seedable `fastrand::Rng`; never under may's
+//!   1 ms floor.
+//! - [`RetryBudget`] (`budget.rs`): retries at most a share of the calls
+//!   over a window, plus a floor per second, as Finagle's `RetryBudget`.
+//! - [`Bulkhead`] (`bulkhead.rs`): at most N calls in flight, refused at
+//!   once beyond that.
 //!
-//! Every block reads time from a [`Clock`](crate::clock::Clock), so tests
-//! drive it with a [`ManualClock`](crate::clock::ManualClock) and assert
-//! exact counts. None of them blocks or yields: a call that is refused is
-//! refused at once, and the caller decides what to do instead (a fallback).
+//! The breaker and the budget read time from a [`Clock`](crate::clock::Clock),
+//! so tests drive them with a [`ManualClock`](crate::clock::ManualClock) and
+//! assert exact counts. None of these blocks or yields: a call that is
+//! refused is refused at once, and the caller decides what to do instead (a
+//! fallback). The retry policy only computes delays; the caller sleeps them.
 //!
 //! ```
 //! use std::time::Duration;
@@ -39,13 +47,19 @@
 //! probe.success();
 //! ```
 
+mod budget;
+mod bulkhead;
 mod circuit;
 mod config;
+mod retry;
 mod state;
 mod window;
 
+pub use budget::RetryBudget;
+pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use circuit::{Breaker, CallError, Permit, Rejected};
 pub use config::{BreakerConfig, ConfigError, Window};
+pub use retry::{Jitter, RetryPolicy, MIN_DELAY};
 pub use state::{Reason, Snapshot, State, Transition};
 
 #[cfg(test)]

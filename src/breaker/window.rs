@@ -64,7 +64,7 @@ fn share(part: u32, whole: u32) -> f64 {
 #[derive(Debug)]
 pub(super) enum SlidingWindow {
     Count(CountWindow),
-    Time(TimeWindow),
+    Time(TimeWindow<Counts>),
 }
 
 impl SlidingWindow {
@@ -78,14 +78,17 @@ impl SlidingWindow {
     pub fn record(&mut self, now: Duration, outcome: Outcome) {
         match self {
             SlidingWindow::Count(w) => w.record(outcome),
-            SlidingWindow::Time(w) => w.record(now, outcome),
+            SlidingWindow::Time(w) => w.current(now).add(outcome),
         }
     }
 
     pub fn counts(&self, now: Duration) -> Counts {
         match self {
             SlidingWindow::Count(w) => w.totals,
-            SlidingWindow::Time(w) => w.counts(now),
+            SlidingWindow::Time(w) => w.live(now).fold(Counts::default(), |mut total, b| {
+                total.merge(*b);
+                total
+            }),
         }
     }
 
@@ -94,7 +97,7 @@ impl SlidingWindow {
     pub fn clear(&mut self) {
         match self {
             SlidingWindow::Count(w) => *w = CountWindow::new(w.size),
-            SlidingWindow::Time(w) => *w = TimeWindow::new_with(w.bucket_nanos),
+            SlidingWindow::Time(w) => w.clear(),
         }
     }
 }
@@ -136,62 +139,64 @@ impl CountWindow {
 // ANCHOR_END: count_window
 
 // ANCHOR: time_window
-/// Ten buckets of T/10 each. A bucket is named by its number since the
+/// Ten buckets of T/10 each, holding a `T` (a breaker's [`Counts`], a retry
+/// budget's calls and retries). A bucket is named by its number since the
 /// clock's origin (`now / bucket`), so a stale bucket is recognised and
 /// reset when time comes back round to its slot, with no timer.
 #[derive(Debug)]
-pub(super) struct TimeWindow {
+pub(super) struct TimeWindow<T> {
     bucket_nanos: u64,
-    buckets: [Bucket; BUCKETS],
+    buckets: [Bucket<T>; BUCKETS],
 }
 
 const BUCKETS: usize = 10;
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
+struct Bucket<T> {
     number: u64,
-    counts: Counts,
+    totals: T,
 }
 
-impl TimeWindow {
-    fn new(span: Duration) -> Self {
+impl<T: Copy + Default> TimeWindow<T> {
+    /// A window over the last `span`; `span` must be at least 10 ns (the
+    /// config checks), so a bucket is at least 1 ns.
+    pub fn new(span: Duration) -> Self {
         let bucket = span.as_nanos() / BUCKETS as u128;
-        TimeWindow::new_with(u64::try_from(bucket).unwrap_or(u64::MAX))
-    }
-
-    fn new_with(bucket_nanos: u64) -> Self {
         TimeWindow {
-            bucket_nanos,
+            bucket_nanos: u64::try_from(bucket).unwrap_or(u64::MAX),
             buckets: [Bucket::default(); BUCKETS],
         }
+    }
+
+    pub fn clear(&mut self) {
+        self.buckets = [Bucket::default(); BUCKETS];
     }
 
     fn number(&self, now: Duration) -> u64 {
         u64::try_from(now.as_nanos() / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX)
     }
 
-    fn record(&mut self, now: Duration, outcome: Outcome) {
+    /// The bucket `now` falls in, emptied first if it last held an older one.
+    pub fn current(&mut self, now: Duration) -> &mut T {
         let number = self.number(now);
         let bucket = &mut self.buckets[(number % BUCKETS as u64) as usize];
         if bucket.number != number {
             *bucket = Bucket {
                 number,
-                counts: Counts::default(),
+                totals: T::default(),
             };
         }
-        bucket.counts.add(outcome);
+        &mut bucket.totals
     }
 
-    fn counts(&self, now: Duration) -> Counts {
+    /// The buckets still in the window at `now`: the current one and the
+    /// nine before it.
+    pub fn live(&self, now: Duration) -> impl Iterator<Item = &T> {
         let current = self.number(now);
-        let mut total = Counts::default();
-        for bucket in &self.buckets {
-            // Only the current bucket and the nine before it are in the window.
-            if bucket.number <= current && current - bucket.number < BUCKETS as u64 {
-                total.merge(bucket.counts);
-            }
-        }
-        total
+        self.buckets
+            .iter()
+            .filter(move |b| b.number <= current && current - b.number < BUCKETS as u64)
+            .map(|b| &b.totals)
     }
 }
 // ANCHOR_END: time_window
