@@ -29,3 +29,11 @@ pub use token_bucket::{TokenBucket, TokenBucketState};
 
 // The chapter's adversarial trace and its replay (steps 1-6, the bench).
 pub mod trace;
+
+// The keyed limiter (shared state, bounded memory, waiting in order).
+mod acquire;
+mod limiter;
+mod shard;
+
+pub use acquire::{AcquireError, Reservation};
+pub use limiter::Limiter;
