@@ -210,7 +210,10 @@ impl fmt::Display for Report {
                 r.offered,
                 r.admitted,
                 r.queued,
-                format!("{:?}", r.longest_wait),
+                match r.longest_wait {
+                    Duration::ZERO => "-".to_string(),
+                    wait => format!("{wait:?}"),
+                },
                 format!("{} / {}", r.most_in_a_period, self.quota.rate())
             )?;
         }
