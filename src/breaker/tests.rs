@@ -59,6 +59,17 @@ fn tripped() -> (Breaker<ManualClock>, ManualClock) {
 }
 
 #[test]
+fn every_block_can_be_shared_across_workers() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Breaker>();
+    send_sync::<Breaker<ManualClock>>();
+    send_sync::<Permit<'static>>();
+    send_sync::<RetryBudget>();
+    send_sync::<Bulkhead>();
+    send_sync::<BulkheadPermit<'static>>();
+}
+
+#[test]
 fn no_rate_counts_before_min_calls() {
     let (breaker, _) = breaker();
     fail(&breaker, 9);

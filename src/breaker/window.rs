@@ -263,4 +263,56 @@ mod tests {
         // Long idle: everything is gone.
         assert_eq!(window.counts(ms(60_000)), counts(0, 0, 0));
     }
+
+    /// Random outcomes at random times, against a recount from the full
+    /// history each time (the last N calls; the calls whose bucket is one
+    /// of the last ten).
+    #[test]
+    fn running_totals_match_a_recount_from_the_history() {
+        for seed in 0..50 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let size = rng.u32(1..30);
+            let span = Duration::from_millis(rng.u64(10..2_000));
+            let bucket = span.as_nanos() / 10;
+            let mut by_count = SlidingWindow::new(Window::Count(size));
+            let mut by_time = SlidingWindow::new(Window::Time(span));
+            let mut history = Vec::new();
+            let mut now = Duration::ZERO;
+            for _ in 0..500 {
+                now += Duration::from_micros(rng.u64(0..span.as_micros() as u64 / 3));
+                let outcome = Outcome {
+                    failed: rng.bool(),
+                    slow: rng.u8(0..4) == 0,
+                };
+                by_count.record(now, outcome);
+                by_time.record(now, outcome);
+                history.push((now, outcome));
+                let recount = |calls: &mut dyn Iterator<Item = &(Duration, Outcome)>| {
+                    calls.fold(Counts::default(), |mut c, (_, o)| {
+                        c.add(*o);
+                        c
+                    })
+                };
+                let last_n = history.iter().rev().take(size as usize);
+                assert_eq!(
+                    by_count.counts(now),
+                    recount(&mut last_n.into_iter()),
+                    "seed {seed}"
+                );
+                // Read now, and at a later moment with no call in between.
+                let later = now + Duration::from_micros(rng.u64(0..span.as_micros() as u64));
+                for at in [now, later] {
+                    let current = at.as_nanos() / bucket;
+                    let recent = history
+                        .iter()
+                        .filter(|(t, _)| current - t.as_nanos() / bucket < 10);
+                    assert_eq!(
+                        by_time.counts(at),
+                        recount(&mut recent.into_iter()),
+                        "seed {seed}"
+                    );
+                }
+            }
+        }
+    }
 }
