@@ -1,9 +1,10 @@
 //! A retry budget: retries may add at most a fixed share to the calls a
 //! dependency sees, plus a small floor so a quiet client can still retry.
 //!
-//! This is Finagle's `RetryBudget` (<https://twitter.github.io/finagle/guide/Clients.html#retries>:
-//! `ttl`, `minRetriesPerSec`, `percentCanRetry`, by default 10 s, 10 and
-//! 20%) and the idea behind Envoy's `retry_budget`. A retry policy alone
+//! This is Finagle's `RetryBudget` (`ttl`, `minRetriesPerSec`,
+//! `percentCanRetry`; by default 10 s, 10 a second and 20%: "Retry Budgets",
+//! <https://finagle.github.io/blog/2016/02/08/retry-budgets>), which tower's
+//! `retry::budget` copies, and the idea behind Envoy's `retry_budget`. A retry policy alone
 //! multiplies the load on a failing backend by up to `1 + max_retries`; with
 //! a budget of 20% it is at most 1.2 times the calls (plus the floor),
 //! however many retries each call may make.
