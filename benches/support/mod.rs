@@ -62,7 +62,8 @@ fn target_dir() -> PathBuf {
 }
 
 /// Median time per iteration in nanoseconds, from criterion's estimates.json.
-fn median_ns(group: &str, id: &str) -> Option<f64> {
+#[allow(dead_code)] // each bench is its own crate; most read it through the writers
+pub fn median_ns(group: &str, id: &str) -> Option<f64> {
     let path = target_dir()
         .join("criterion")
         .join(group)
@@ -254,6 +255,8 @@ pub enum Cell {
     Bytes(f64),
     /// A count per iteration, shown with two decimals.
     Count(f64),
+    /// A whole count, shown as it is.
+    Whole(u64),
     /// Not measured for this column.
     Empty,
 }
@@ -292,6 +295,7 @@ pub fn write_cells_table(
                 Cell::Nanos(ns) => human(ns),
                 Cell::Bytes(bytes) => bytes_as_text(bytes),
                 Cell::Count(count) => format!("{count:.2}"),
+                Cell::Whole(count) => count.to_string(),
                 Cell::Empty => "—".to_owned(),
             })
             .collect();
