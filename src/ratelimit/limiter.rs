@@ -134,8 +134,13 @@ where
     ///
     /// It returns at the reserved time, or up to about 1 ms after it (may
     /// sleeps whole milliseconds). A caller cancelled while it waits leaves
-    /// its units consumed: the limiter admits less, never more.
-    pub fn acquire(&self, key: &K, cost: u64, deadline: Duration) -> Result<(), AcquireError> {
+    /// its units consumed: the limiter admits less, never more. (`Clone` on
+    /// the state: the search for the turn runs on a copy, so a refusal
+    /// consumes nothing; every algorithm here has it.)
+    pub fn acquire(&self, key: &K, cost: u64, deadline: Duration) -> Result<(), AcquireError>
+    where
+        A::State: Clone,
+    {
         self.reserve(key, cost, deadline)?.wait(&self.clock);
         Ok(())
     }
@@ -151,7 +156,10 @@ where
         key: &K,
         cost: u64,
         deadline: Duration,
-    ) -> Result<Reservation, AcquireError> {
+    ) -> Result<Reservation, AcquireError>
+    where
+        A::State: Clone,
+    {
         let now = self.clock.now();
         let at = self
             .shard(key)

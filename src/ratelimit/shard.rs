@@ -121,8 +121,10 @@ impl<K: Hash + Eq + Clone, S> Shard<K, S> {
     /// that comes after every earlier reservation of the key, and return that
     /// time (plus the leaky queue's wait). The units are consumed at once, so
     /// every later caller, `check` or `reserve`, queues behind this one.
-    /// Nothing is consumed when that time is more than `deadline` away
-    /// (except a leaky queue's slot whose wait runs past it, see below).
+    ///
+    /// The search runs on a copy of the key's state (a decision consumes),
+    /// so when the turn is more than `deadline` away the error names the
+    /// exact time and nothing is consumed.
     pub(super) fn reserve<A>(
         &mut self,
         alg: &A,
@@ -133,34 +135,33 @@ impl<K: Hash + Eq + Clone, S> Shard<K, S> {
     ) -> Result<Duration, AcquireError>
     where
         A: Algorithm<State = S>,
+        S: Clone,
     {
         let start = self.reserved_until(key, now).unwrap_or(now);
         let existing = self.index.get(key).copied();
-        let mut fresh = None;
-        let state = match existing {
-            Some(i) => &mut self.slots[i as usize].state,
-            None => fresh.insert(alg.new_state(now)),
+        let mut trial = match existing {
+            Some(i) => self.slots[i as usize].state.clone(),
+            None => alg.new_state(now),
         };
-        let (decided_at, go_at) = earliest(alg, state, start, now, cost, deadline)?;
-        match (existing, fresh) {
-            (Some(i), _) => self.touch(i),
-            (None, Some(state)) => {
-                self.make_room(alg, now)
-                    .map_err(|retry_after| AcquireError::Deadline { retry_after })?;
-                self.insert(key.clone(), state);
-            }
-            (None, None) => unreachable!("a new key always has a fresh state"),
-        }
-        if decided_at > now {
-            self.reserved.insert(key.clone(), decided_at);
-        }
+        let (decided_at, go_at) = earliest(alg, &mut trial, start, cost)?;
         if go_at - now > deadline {
-            // Only a leaky queue's wait gets here, after its slot was taken;
-            // the slot is not given back (the Algorithm trait has no
-            // refund), so the limiter errs on admitting less, never more.
             return Err(AcquireError::Deadline {
                 retry_after: go_at - now,
             });
+        }
+        match existing {
+            Some(i) => {
+                self.slots[i as usize].state = trial;
+                self.touch(i);
+            }
+            None => {
+                self.make_room(alg, now)
+                    .map_err(|retry_after| AcquireError::Deadline { retry_after })?;
+                self.insert(key.clone(), trial);
+            }
+        }
+        if decided_at > now {
+            self.reserved.insert(key.clone(), decided_at);
         }
         Ok(go_at)
     }
@@ -349,39 +350,32 @@ impl<K: Hash + Eq + Clone, S> Shard<K, S> {
 
 /// The earliest time at or after `start` at which `alg` admits `cost` on
 /// `state`, deciding (and so consuming) there. Returns that time and when
-/// the caller may go (later by a leaky queue's wait); `Err` without
-/// consuming anything when that time is more than `deadline` after `now`,
-/// or never comes.
+/// the caller may go (later by a leaky queue's wait), or `Exceeds` when
+/// that never comes.
 fn earliest<A: Algorithm>(
     alg: &A,
     state: &mut A::State,
     start: Duration,
-    now: Duration,
     cost: u64,
-    deadline: Duration,
 ) -> Result<(Duration, Duration), AcquireError> {
     let mut at = start;
     for _ in 0..MAX_TRIES {
-        if at - now > deadline {
-            return Err(AcquireError::Deadline {
-                retry_after: at - now,
-            });
-        }
         match alg.decide(state, at, cost) {
             Decision::Allowed { .. } => return Ok((at, at)),
-            // The caller checks the queue's wait against the deadline: the
-            // units are consumed by now.
             Decision::Queued { wait, .. } => return Ok((at, at.saturating_add(wait))),
             Decision::Denied { retry_after, .. } if retry_after == Duration::MAX => {
                 return Err(AcquireError::Exceeds)
             }
+            // A denial consumes nothing and names the time to try again.
             Decision::Denied { retry_after, .. } => {
                 at = at.saturating_add(retry_after.max(Duration::from_nanos(1)));
             }
         }
     }
+    // Only a faulty algorithm gets here (every denial names the time that
+    // admits): say "not in time, nor ever known" rather than loop on.
     Err(AcquireError::Deadline {
-        retry_after: at - now,
+        retry_after: Duration::MAX,
     })
 }
 
