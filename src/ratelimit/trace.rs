@@ -275,3 +275,44 @@ mod tests {
         assert_eq!(got, expected);
     }
 }
+
+#[cfg(test)]
+mod governor_tests {
+    use super::*;
+    use crate::ratelimit::Gcra;
+    use governor::clock::{Clock as _, FakeRelativeClock};
+    use std::num::NonZeroU32;
+
+    /// governor (a dev-dependency) replayed on its fake clock admits on the
+    /// trace exactly what our GCRA admits, arrival by arrival.
+    #[test]
+    fn governor_admits_what_our_gcra_admits() {
+        let quota = Quota::per_second(10, 10).unwrap();
+        let ten = NonZeroU32::new(10).unwrap();
+        let clock = FakeRelativeClock::default();
+        let theirs = governor::RateLimiter::direct_with_clock(
+            governor::Quota::per_second(ten).allow_burst(ten),
+            clock.clone(),
+        );
+        let (gcra, mut state) = (Gcra::new(quota), Gcra::new(quota).new_state(Duration::ZERO));
+        let mut at = Duration::ZERO;
+        for arrival in adversarial(quota) {
+            clock.advance(arrival.at - at);
+            at = arrival.at;
+            let ours = gcra.decide(&mut state, at, 1);
+            match theirs.check() {
+                Ok(()) => assert!(ours.is_admitted(), "at {at:?}"),
+                Err(not_until) => assert_eq!(
+                    ours,
+                    Decision::Denied {
+                        retry_after: not_until.wait_time_from(clock.now()),
+                        reset: match ours {
+                            Decision::Denied { reset, .. } => reset,
+                            _ => panic!("governor denied at {at:?}, we admitted"),
+                        },
+                    }
+                ),
+            }
+        }
+    }
+}
