@@ -48,16 +48,13 @@ local allow_at = new_tat - burst * t
 if now < allow_at then return {0, 0, allow_at - now, tat - now} end
 if new_tat > now then
   -- The key expires when its TAT passes: it is then a full quota again, so
-  -- an idle key costs Redis nothing. '%d', because Lua would write a number
-  -- this large as 1.7e+15 and lose its last digits.
-  redis.call('SET', KEYS[1], string.format('%d', new_tat),
-             'PX', math.ceil((new_tat - now) / 1000))
+  -- an idle key costs Redis nothing.
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 end
 return {1, math.floor((now - allow_at) / t), 0, new_tat - now}
 "#;
 // ANCHOR_END: script
 
-// ANCHOR: errors
 /// Why a command got no usable answer.
 #[derive(Debug)]
 pub enum RedisError {
@@ -88,7 +85,6 @@ impl std::error::Error for RedisError {}
 fn io_error(during: &'static str) -> impl FnOnce(io::Error) -> RedisError {
     move |error| RedisError::Io { during, error }
 }
-// ANCHOR_END: errors
 
 // ANCHOR: connection
 /// The longest reply accepted. Ours are a few dozen bytes (four integers, a
@@ -135,7 +131,9 @@ impl Connection {
             .map_err(io_error("sending the command"))?;
         self.read_reply()
     }
+    // ANCHOR_END: connection
 
+    // ANCHOR: read_reply
     fn read_reply(&mut self) -> Result<OwnedFrame, RedisError> {
         let mut filled = 0;
         loop {
@@ -171,8 +169,8 @@ impl Connection {
             }
         }
     }
+    // ANCHOR_END: read_reply
 }
-// ANCHOR_END: connection
 
 // ANCHOR: shape
 /// The most items in an array reply we accept: the script's four integers.
@@ -181,9 +179,10 @@ const MAX_ITEMS: i64 = 4;
 /// Refuse any reply our commands never get, before the decoder sees it:
 /// accepted are a simple string, an error, an integer, a bulk string or a
 /// null, or one array of at most [`MAX_ITEMS`] of those. redis-protocol's
-/// decoder recurses once per nested array, and even a 1 KiB reply can nest
-/// 256 deep, which would overflow a coroutine's stack. Only the bytes that
-/// have arrived are looked at: `Ok` means "nothing wrong so far".
+/// decoder recurses once per nested array (6.0.0, src/resp2/decode.rs:137
+/// and 168), and a reply far shorter than our 1 KiB buffer nests deep
+/// enough to overflow a coroutine's stack. Only the bytes that have arrived
+/// are looked at: `Ok` means "nothing wrong so far".
 fn check_shape(reply: &[u8]) -> Result<(), String> {
     if reply.first() != Some(&b'*') {
         return Ok(());
@@ -211,6 +210,7 @@ fn check_shape(reply: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+// ANCHOR_END: shape
 
 /// The integer on the line starting at `from`, and where the next line
 /// starts; `None` while the line is incomplete.
@@ -229,7 +229,6 @@ fn find_crlf(reply: &[u8], from: usize) -> Option<usize> {
     let rest = reply.get(from..)?;
     rest.windows(2).position(|w| w == b"\r\n").map(|i| from + i)
 }
-// ANCHOR_END: shape
 
 // ANCHOR: limiter
 /// GCRA with its state in Redis: every process that connects to the same
@@ -270,6 +269,7 @@ impl RedisGcra {
             reloads: 0,
         })
     }
+    // ANCHOR_END: limiter
 
     /// The script's SHA1, as SCRIPT LOAD returned it.
     pub fn sha(&self) -> &str {
@@ -292,6 +292,7 @@ impl RedisGcra {
         self.run(key, cost, Some(now))
     }
 
+    // ANCHOR: run
     fn run(&mut self, key: &str, cost: u64, now: Option<Duration>) -> Result<Decision, RedisError> {
         let cost = i64::try_from(cost).unwrap_or(i64::MAX);
         let now = now.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX));
@@ -331,6 +332,7 @@ impl RedisGcra {
             }
         }
     }
+    // ANCHOR_END: run
 }
 
 fn bulk(bytes: &[u8]) -> BorrowedFrame<'_> {
@@ -367,7 +369,6 @@ fn decision(frame: OwnedFrame) -> Result<Decision, RedisError> {
         ))),
     }
 }
-// ANCHOR_END: limiter
 
 // ANCHOR: when_down
 /// What a decision is when Redis cannot make one: the service's choice.
@@ -400,7 +401,6 @@ impl WhenDown {
 }
 // ANCHOR_END: when_down
 
-// ANCHOR: server
 /// A redis-server of this program's own on 127.0.0.1: a free port, nothing
 /// written to disk, killed when dropped.
 pub struct RedisServer {
@@ -431,6 +431,7 @@ impl RedisServer {
     /// Start one on `port` (a test restarts a killed server where its
     /// clients expect it).
     pub fn start_on(port: u16) -> Result<RedisServer, Start> {
+        // ANCHOR: spawn_server
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -443,6 +444,7 @@ impl RedisServer {
                     "cannot run redis-server ({e}): install it (Debian: apt-get install redis-server)"
                 ))
             })?;
+        // ANCHOR_END: spawn_server
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
         // Ready when it answers PING; a readiness probe, not a fixed sleep.
@@ -509,7 +511,6 @@ impl std::fmt::Display for Start {
         }
     }
 }
-// ANCHOR_END: server
 
 // ANCHOR: hammer
 /// The demo's quota: 100 per second, 10 at once.
@@ -551,7 +552,6 @@ fn hammer(limiter: &mut RedisGcra, run: Duration) -> Tally {
 }
 // ANCHOR_END: hammer
 
-// ANCHOR: main
 const PROCESSES: usize = 3;
 const RUN: Duration = Duration::from_secs(1);
 
@@ -641,6 +641,7 @@ fn demo() -> Result<(), String> {
         total.admitted += tally.admitted;
         total.failed += tally.failed;
     }
+    // ANCHOR: bound
     let wall = started.elapsed();
     // Over any span, GCRA admits at most the burst plus one per interval.
     let allowed = quota.burst() + (wall.as_nanos() / quota.interval().as_nanos()) as u64;
@@ -653,11 +654,10 @@ fn demo() -> Result<(), String> {
         total.admitted <= allowed,
         total.failed
     );
+    // ANCHOR_END: bound
     down_and_back(&mut server)
 }
-// ANCHOR_END: main
 
-// ANCHOR: down
 /// Kill the server under a connected limiter, then start it again.
 fn down_and_back(server: &mut RedisServer) -> Result<(), String> {
     let addr = server.addr;
@@ -698,7 +698,6 @@ fn down_and_back(server: &mut RedisServer) -> Result<(), String> {
     println!("  EVALSHA found no script there, so EVAL sent it: {reloads} time");
     Ok(())
 }
-// ANCHOR_END: down
 
 #[cfg(test)]
 mod tests {
