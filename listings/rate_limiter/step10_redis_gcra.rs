@@ -236,7 +236,9 @@ fn find_crlf(reply: &[u8], from: usize) -> Option<usize> {
 pub struct RedisGcra {
     addr: SocketAddr,
     timeout: Duration,
-    /// T in whole µs, rounded up: a rate never runs fast.
+    /// T in whole µs, rounded up: a rate never runs fast. (Lua's numbers
+    /// are doubles, exact to 2^53 µs: now since 1970 plus burst × T stays
+    /// exact for any burst × T under two centuries.)
     interval_us: i64,
     burst: i64,
     /// SHA1 of the script, from SCRIPT LOAD: each decision sends 40 bytes
@@ -455,9 +457,17 @@ impl RedisServer {
                     .stdout
                     .take()
                     .map(|mut out| out.read_to_string(&mut log));
-                let last = log.lines().last().unwrap_or("").trim();
+                // Its last two lines say why, after "pid:role date time # ".
+                let why: Vec<&str> = log
+                    .lines()
+                    .rev()
+                    .take(2)
+                    .map(|line| line.split_once(" # ").map_or(line, |(_, text)| text))
+                    .collect();
+                let why: Vec<&str> = why.into_iter().rev().collect();
                 return Err(Start::Exited(format!(
-                    "redis-server exited ({status}): {last}"
+                    "redis-server exited ({status}): {}",
+                    why.join(" ")
                 )));
             }
             let pong = Connection::connect(addr, Duration::from_millis(200))
@@ -1077,6 +1087,25 @@ mod tests {
             error.to_string(),
             "connecting: Connection refused (os error 111)"
         );
+    }
+
+    #[test]
+    fn a_port_already_taken_is_reported_with_redis_servers_reason() {
+        configure_for_tests();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        match RedisServer::start_on(port) {
+            Err(Start::Exited(why)) => assert_eq!(
+                why,
+                format!(
+                    "redis-server exited (exit status: 1): Warning: Could not create server \
+                     TCP listening socket 127.0.0.1:{port}: bind: Address already in use \
+                     Failed listening on port {port} (TCP), aborting."
+                )
+            ),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("redis-server started on a port that was taken"),
+        }
     }
 
     #[test]
