@@ -62,10 +62,11 @@ fn three_processes_on_one_key_are_admitted_one_quota_not_three() {
     );
     assert_eq!(per_process.iter().sum::<u64>(), admitted);
     // 100 per second, burst 10, for a run of at least 1 s: at most the
-    // quota over the run (the program's bound), and far from three times it.
+    // quota over the run (the program's bound), and far from three times it;
+    // at least the burst and 70% of the rate (loose, for a busy machine).
     assert!(admitted <= allowed, "{together}");
     assert!(
-        admitted >= 60,
+        admitted >= 80,
         "the limit was shared, but hardly used: {together}"
     );
     assert!(
