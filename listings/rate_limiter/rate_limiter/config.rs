@@ -46,7 +46,8 @@ pub struct Args {
     /// (an API key; a request without it gets 400).
     #[arg(long, default_value = "ip")]
     pub key: KeySpec,
-    /// Keys remembered at once; beyond it idle keys are evicted first.
+    /// Keys remembered at once; beyond it the key quiet longest is
+    /// forgotten (it starts over with a full burst).
     #[arg(long, default_value = "100000", value_parser = at_least_one::<usize>)]
     pub max_keys: usize,
     /// Client connections served at once; one more gets 503 and is closed.
@@ -59,7 +60,8 @@ pub struct Args {
     /// first byte, or it gets 408.
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub header_timeout: Duration,
-    /// Connecting to the upstream, and each read or write on it.
+    /// Connecting to the upstream, and each exchange with it (request
+    /// sent, response read); past it the client gets 504.
     #[arg(long, default_value = "5s", value_parser = positive_duration)]
     pub upstream_timeout: Duration,
     /// Idle upstream connections kept for reuse (0: one per request).

@@ -449,3 +449,75 @@ impl Backoff {
         self.pause = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use may_patterns::backend::{Backend, BackendConfig};
+    use may_patterns::clock::ManualClock;
+    use may_patterns::ratelimit::{AlgorithmKind, Quota};
+    use may_patterns::runtime::configure_for_tests;
+    use std::io::Write;
+
+    /// A gateway on a manual clock (GCRA, 1 request per 2 s, burst 1) in
+    /// front of a backend; `run` on a thread.
+    fn start(
+        clock: ManualClock,
+    ) -> (
+        std::net::SocketAddr,
+        Shutdown,
+        std::thread::JoinHandle<Summary>,
+        Backend,
+    ) {
+        configure_for_tests();
+        let backend = Backend::start(BackendConfig::new("b", Duration::ZERO)).unwrap();
+        let quota = Quota::new(1, Duration::from_secs(2), 1).unwrap();
+        let limiter = Limiter::with_clock(AnyAlgorithm::new(AlgorithmKind::Gcra, quota), 10, clock);
+        let config = GatewayConfig {
+            key: KeySpec::Ip,
+            max_connections: 8,
+            idle_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+        };
+        let upstream = Upstream::new(backend.addr, Duration::from_secs(5), 4);
+        let gateway = Arc::new(Gateway::new(limiter, upstream, config));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let server = std::thread::spawn(move || run(listener, stop, gateway).unwrap());
+        (addr, shutdown, server, backend)
+    }
+
+    #[test]
+    fn retry_after_is_exact_on_a_manual_clock() {
+        let clock = ManualClock::new();
+        let (addr, shutdown, server, _backend) = start(clock.clone());
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut replies = BufReader::new(client.try_clone().unwrap());
+        let mut ask = || {
+            client
+                .write_all(b"GET /search?q=x HTTP/1.1\r\nHost: g\r\n\r\n")
+                .unwrap();
+            let r = http::read_response(&mut replies, &Limits::default()).unwrap();
+            let retry_after = header(&r.headers, "retry-after").map(str::to_owned);
+            (r.status, retry_after)
+        };
+        assert_eq!(ask(), (200, None));
+        assert_eq!(ask(), (429, Some("2".to_owned())));
+        clock.advance(Duration::from_millis(1_999));
+        assert_eq!(ask(), (429, Some("1".to_owned())), "1 ms early");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(ask(), (200, None), "exactly on time");
+        drop(client);
+        shutdown.trigger();
+        let summary = server.join().unwrap();
+        assert_eq!(
+            (summary.admitted, summary.rejected, summary.keys),
+            (2, 2, 1)
+        );
+    }
+}

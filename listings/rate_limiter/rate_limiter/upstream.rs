@@ -246,6 +246,9 @@ fn forwarded_headers(request: &Request, client: IpAddr) -> Vec<(String, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use may::go;
+    use may::net::TcpListener;
+    use may_patterns::runtime::configure_for_tests;
 
     fn request(headers: &[(&str, &str)]) -> Request {
         Request {
@@ -290,5 +293,69 @@ mod tests {
         assert!(wants_close(&h("Upgrade, Close")));
         assert!(!wants_close(&h("keep-alive")));
         assert!(!wants_close(&[]));
+    }
+
+    /// An upstream on a loopback port that accepts `connections`
+    /// connections and answers `per_connection` requests on each, then
+    /// closes it (1: as the book's backend does; more: keep-alive).
+    fn upstream(connections: usize, per_connection: usize) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        go!(move || {
+            for _ in 0..connections {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                for _ in 0..per_connection {
+                    match http::read_request(&mut reader, &Limits::default()) {
+                        Ok(Some(_)) => {
+                            http::write_response(&mut out, 200, "OK", "text/plain", &[], b"hi")
+                                .unwrap()
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    /// Forward `n` GETs one after another; the statuses and the pool.
+    fn forward_n(addr: SocketAddr, n: usize) -> (Vec<u16>, u64, u64) {
+        configure_for_tests();
+        go!(move || {
+            let pool = Upstream::new(addr, Duration::from_secs(5), 4);
+            let client: IpAddr = "127.0.0.1".parse().unwrap();
+            let statuses = (0..n)
+                .map(|_| match pool.forward(&request(&[]), client) {
+                    Ok(response) => response.status,
+                    Err(f) => panic!("{}", f.reason),
+                })
+                .collect();
+            let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+            (
+                statuses,
+                load(&pool.stats.connects),
+                load(&pool.stats.reused),
+            )
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_keep_alive_upstream_serves_every_request_on_one_connection() {
+        let (statuses, connects, reused) = forward_n(upstream(1, 3), 3);
+        assert_eq!(statuses, [200, 200, 200]);
+        assert_eq!((connects, reused), (1, 2));
+    }
+
+    #[test]
+    fn an_upstream_that_closes_after_each_answer_costs_a_connection_each() {
+        // Either the peek sees the close, or the GET is sent again on a
+        // new connection: the client never sees the stale one.
+        let (statuses, connects, _) = forward_n(upstream(3, 1), 3);
+        assert_eq!(statuses, [200, 200, 200]);
+        assert_eq!(connects, 3);
     }
 }
