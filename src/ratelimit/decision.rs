@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+// ANCHOR: decision
 /// One decision for one request of some cost.
 ///
 /// The fields map onto HTTP: `Retry-After` is `retry_after`, and the IETF
 /// httpapi draft's `RateLimit-Remaining` and `RateLimit-Reset` are
-/// `remaining` and `reset`. A coroutine that sleeps a `wait` or a
-/// `retry_after` under 1 ms sleeps 1 ms on may 0.3.51 (see
-/// [`crate::timeout`]): fine for a limiter, whose whole job is to be late.
+/// `remaining` and `reset`. On may 0.3.51 a coroutine that waits a `wait`
+/// or a `retry_after` under 1 ms must round it up to 1 ms: may keeps
+/// timeouts in whole milliseconds (see [`crate::timeout`]) and very short
+/// sleeps are unsafe. Fine for a limiter, whose whole job is to be late.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Go now. `remaining`: what could still be admitted right now; `reset`:
@@ -29,6 +31,7 @@ pub enum Decision {
         reset: Duration,
     },
 }
+// ANCHOR_END: decision
 
 impl Decision {
     /// Allowed or Queued: the units were consumed.

@@ -9,7 +9,7 @@
 //! `max(TAT, now) + cost × T` and is admitted when that is at most
 //! `now + tau + T`. It admits exactly what a [token bucket](super::TokenBucket)
 //! of the same quota admits (a test checks it on 10,000 random arrivals),
-//! with one `u64` of state instead of two, and no division per decision.
+//! with one `u64` of state instead of two.
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};

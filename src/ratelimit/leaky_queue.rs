@@ -9,7 +9,7 @@
 //! same requests but delays each until its departure slot, so what leaves
 //! is smooth: one unit per [`Quota::interval`], never a burst. The state is
 //! one `u64`: when the queue will be empty. The caller sleeps the
-//! [`Decision::Queued`] `wait` (on may, a wait under 1 ms sleeps 1 ms).
+//! [`Decision::Queued`] `wait` (on may, rounded up to at least 1 ms).
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};
