@@ -1,18 +1,18 @@
 //! Fixed window: count per window of one period, reset at each window edge.
-//!
-//! The textbook first limiter (one Redis `INCR` on a key named after the
-//! current minute, with an expiry). The windows are aligned to the clock's
-//! origin: window `n` is `[n × period, (n + 1) × period)`. The limit is the
-//! quota's `rate` per window; `burst` is ignored, because a fixed window
-//! already lets a whole window's rate arrive at once. Its flaw is the edge:
-//! `rate` units just before an edge and `rate` just after are all admitted,
-//! twice the limit within a moment (step 1 shows it).
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};
 use std::time::Duration;
 
-/// The fixed-window counter. See the [module docs](self).
+/// Fixed window: count per window of one period, reset at each window edge.
+///
+/// The textbook first limiter (one Redis `INCR` on a key named after the
+/// current minute, with an expiry). The windows are aligned to the clock's
+/// origin: window `n` is `[n × period, (n + 1) × period)`. The limit is the
+/// quota's `rate` per window; `burst` is ignored, because a fixed window
+/// already lets a whole window's rate arrive at once. Its flaw is the edge:
+/// `rate` units just before an edge and `rate` just after are all admitted,
+/// twice the limit within a moment (step 1 shows it).
 #[derive(Debug, Clone, Copy)]
 pub struct FixedWindow {
     quota: Quota,

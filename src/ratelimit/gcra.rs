@@ -1,21 +1,23 @@
 //! GCRA, the generic cell rate algorithm: one timestamp per key, the
 //! theoretical arrival time (TAT) of the next unit if the key ran exactly at
 //! the rate.
-//!
-//! From ATM traffic policing (ITU-T I.371, the "virtual scheduling"
-//! form), and the algorithm behind the `governor` crate and redis-cell.
-//! With emission interval `T = period / rate` and tolerance
-//! `tau = T × (burst − 1)`, a request of `cost` at `now` moves the TAT to
-//! `max(TAT, now) + cost × T` and is admitted when that is at most
-//! `now + tau + T`. It admits exactly what a [token bucket](super::TokenBucket)
-//! of the same quota admits (a test checks it on 10,000 random arrivals),
-//! with one `u64` of state instead of two.
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};
 use std::time::Duration;
 
-/// GCRA. See the [module docs](self).
+/// GCRA, the generic cell rate algorithm: one timestamp per key, the
+/// theoretical arrival time (TAT) of the next unit if the key ran exactly at
+/// the rate.
+///
+/// From ATM traffic policing (ITU-T I.371, the "virtual scheduling"
+/// form), and the algorithm behind the `governor` crate and redis-cell.
+/// With emission interval `T = period / rate` and tolerance
+/// `tau = T × (burst − 1)`, a request of `cost` at `now` moves the TAT to
+/// `max(TAT, now) + cost × T` and is admitted when that is at most
+/// `now + tau + T`. It admits exactly what a [token bucket](super::TokenBucket)
+/// of the same quota admits (a test checks it on 10,000 random arrivals),
+/// with one `u64` of state instead of two.
 #[derive(Debug, Clone, Copy)]
 pub struct Gcra {
     quota: Quota,

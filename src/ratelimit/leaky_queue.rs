@@ -1,21 +1,23 @@
 //! Leaky bucket as a queue: requests join a queue `burst` deep that drains
 //! one unit per interval; a request is told how long to wait for its turn,
 //! and refused only when the queue is full.
-//!
-//! The leaky bucket has two textbook readings (Tanenbaum, *Computer
-//! Networks*; ATM's "leaky bucket as a meter" is GCRA). As a meter it
-//! rejects what overflows and lets the rest through at once, and is the
-//! same rule as [`Gcra`](super::Gcra). As a queue, this one, it admits the
-//! same requests but delays each until its departure slot, so what leaves
-//! is smooth: one unit per [`Quota::interval`], never a burst. The state is
-//! one `u64`: when the queue will be empty. The caller sleeps the
-//! [`Decision::Queued`] `wait` (on may, rounded up to at least 1 ms).
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};
 use std::time::Duration;
 
-/// The leaky bucket as a queue. See the [module docs](self).
+/// Leaky bucket as a queue: requests join a queue `burst` deep that drains
+/// one unit per interval; a request is told how long to wait for its turn,
+/// and refused only when the queue is full.
+///
+/// The leaky bucket has two textbook readings (Tanenbaum, *Computer
+/// Networks*; ATM's "leaky bucket as a meter" is GCRA). As a meter it
+/// rejects what overflows and lets the rest through at once, and is the
+/// same rule as [`Gcra`](super::Gcra). As a queue, this one, it admits the
+/// same requests but delays each until its departure slot, so what leaves
+/// is smooth: one unit per [`Quota::interval`], never a burst. The state is
+/// one `u64`: when the queue will be empty. The caller sleeps the
+/// [`Decision::Queued`] `wait` (on may, rounded up to at least 1 ms).
 #[derive(Debug, Clone, Copy)]
 pub struct LeakyQueue {
     quota: Quota,

@@ -1,26 +1,27 @@
 //! Sliding window counter: this window's count plus the previous window's,
 //! weighted by how much of it the sliding window still overlaps.
-//!
-//! Cloudflare's approximation of the sliding log ("How we built rate
-//! limiting capable of scaling to millions of domains", 2017): with `e` the
-//! time into the current window of length `P`, the estimate is
-//! `previous × (P − e) / P + current`, and a request of `cost` is admitted
-//! when the estimate plus `cost` is at most `rate`. Three integers per key,
-//! compared exactly in 128-bit integers (no floats); `burst` is ignored.
-//!
-//! The error: the estimate assumes the previous window's units were spread
-//! evenly. When they were not, a window of one period can hold up to
-//! `rate + previous × e / P` units, under twice the rate (if `previous`
-//! bunched at the end of its window). Cloudflare measured 0.003% of
-//! requests wrongly allowed on real traffic; the adversarial trace in this
-//! chapter is built to find the bad case. `retry_after` is exact for the
-//! rule itself: it is the first instant the estimate admits the request.
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};
 use std::time::Duration;
 
-/// The sliding-window counter. See the [module docs](self).
+/// Sliding window counter: this window's count plus the previous window's,
+/// weighted by how much of it the sliding window still overlaps.
+///
+/// Cloudflare's approximation of the sliding log ("How we built rate
+/// limiting capable of scaling to millions of domains", 2017): with `e` the
+/// time into the current window of length `P`, the estimate is
+/// `previous × (P − e) / P + current`, and a request of `cost` is admitted
+/// when the estimate plus `cost` is at most `rate`. Three integers per key,
+/// compared exactly in 128-bit integers (no floats); `burst` is ignored.
+///
+/// The error: the estimate assumes the previous window's units were spread
+/// evenly. When they were not, a window of one period can hold up to
+/// `rate + previous × e / P` units, under twice the rate (if `previous`
+/// bunched at the end of its window). Cloudflare measured 0.003% of
+/// requests wrongly allowed on real traffic; the adversarial trace in this
+/// chapter is built to find the bad case. `retry_after` is exact for the
+/// rule itself: it is the first instant the estimate admits the request.
 #[derive(Debug, Clone, Copy)]
 pub struct SlidingCounter {
     quota: Quota,

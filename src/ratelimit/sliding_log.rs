@@ -1,19 +1,20 @@
 //! Sliding window log: remember when each admitted unit went, and count
 //! those younger than one period.
-//!
-//! The exact sliding window (as in the classic Redis sorted-set limiter:
-//! `ZREMRANGEBYSCORE` the old, `ZCARD` the rest). No window of one period,
-//! wherever it starts, ever holds more than `rate` admitted units; `burst`
-//! is ignored. The price is memory: up to `rate` entries per key (entries
-//! of one instant are merged), where every other algorithm here keeps two
-//! or three integers.
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// The sliding-window log. See the [module docs](self).
+/// Sliding window log: remember when each admitted unit went, and count
+/// those younger than one period.
+///
+/// The exact sliding window (as in the classic Redis sorted-set limiter:
+/// `ZREMRANGEBYSCORE` the old, `ZCARD` the rest). No window of one period,
+/// wherever it starts, ever holds more than `rate` admitted units; `burst`
+/// is ignored. The price is memory: up to `rate` entries per key (entries
+/// of one instant are merged), where every other algorithm here keeps two
+/// or three integers.
 #[derive(Debug, Clone, Copy)]
 pub struct SlidingLog {
     quota: Quota,

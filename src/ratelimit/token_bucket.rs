@@ -1,19 +1,20 @@
 //! Token bucket: a bucket of `burst` tokens, refilled at `rate` per
 //! `period`; a request takes `cost` tokens or is refused.
-//!
-//! The textbook shaper (Turner's token bucket, as in Linux `tc tbf` and
-//! most API gateways). Refill is lazy: nothing runs between requests, each
-//! decision first adds the whole tokens earned since the last one, one per
-//! [`Quota::interval`], keeping the fraction of an interval already earned.
-//! A full bucket earns nothing more, so an idle key can burst `burst` and
-//! then runs at the rate: in any window of one period it admits at most
-//! `burst + rate`.
 
 use super::quota::nanos;
 use super::{Algorithm, Decision, Quota};
 use std::time::Duration;
 
-/// The token bucket. See the [module docs](self).
+/// Token bucket: a bucket of `burst` tokens, refilled at `rate` per
+/// `period`; a request takes `cost` tokens or is refused.
+///
+/// The textbook shaper (Turner's token bucket, as in Linux `tc tbf` and
+/// most API gateways). Refill is lazy: nothing runs between requests, each
+/// decision first adds the whole tokens earned since the last one, one per
+/// [`Quota::interval`], keeping the fraction of an interval already earned.
+/// A full bucket earns nothing more, so an idle key can burst `burst` and
+/// then runs at the rate: in any window of one period it admits at most
+/// `burst + rate`.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
     quota: Quota,
