@@ -6,7 +6,7 @@ use super::shard::{Shard, Slot};
 use super::{Algorithm, Decision};
 use crate::clock::{Clock, MonotonicClock};
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,7 +44,8 @@ const SHARDS: usize = 32;
 pub struct Limiter<K, A: Algorithm, C: Clock = MonotonicClock> {
     algorithm: A,
     clock: C,
-    hasher: RandomState,
+    /// Seeds the shard choice (see [`ShardHasher`]).
+    seed: u64,
     shards: Box<[Locked<K, A::State>]>,
     max_keys: usize,
 }
@@ -98,7 +99,7 @@ where
         Limiter {
             algorithm,
             clock,
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0u64),
             shards,
             max_keys,
         }
@@ -210,12 +211,64 @@ where
     }
 
     fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, A::State>> {
-        let i = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
-        lock(&self.shards[i].0)
+        let mut hasher = ShardHasher(self.seed);
+        key.hash(&mut hasher);
+        // The multiply leaves its best bits at the top: take the shard from
+        // there (a multiply-shift instead of a division).
+        let i = ((hasher.finish() >> 32) * self.shards.len() as u64) >> 32;
+        lock(&self.shards[i as usize].0)
     }
 
     fn sum(&self, f: impl Fn(&Shard<K, A::State>) -> u64) -> u64 {
         self.shards.iter().map(|s| f(&lock(&s.0))).sum()
+    }
+}
+
+/// Picks a key's shard: FxHash's rotate-xor-multiply step over the key's
+/// words, from a seed drawn once per limiter. It is several times cheaper
+/// than std's SipHash, which the key is hashed with again inside its shard
+/// (whose map is what crafted keys could attack). The shard choice need not
+/// resist crafted keys: keys aimed at one shard only churn that shard's
+/// 1/32 of `max_keys`, which a flood of any keys can do to every shard.
+struct ShardHasher(u64);
+
+impl ShardHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for ShardHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
