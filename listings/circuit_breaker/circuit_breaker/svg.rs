@@ -20,8 +20,10 @@ const LEFT: f64 = 56.0;
 const RIGHT: f64 = 696.0;
 const TOP: f64 = 44.0;
 const BOTTOM: f64 = 244.0;
-/// The latency axis, 1 µs to 1 s, one tick per decade: (ms, label).
-const LATENCY_TICKS: [(f64, &str); 7] = [
+/// The latency axis, 100 ns (a rejected call takes less than a µs) to 1 s,
+/// one tick per decade: (ms, label).
+const LATENCY_TICKS: [(f64, &str); 8] = [
+    (0.0001, "100ns"),
     (0.001, "1µs"),
     (0.01, "10µs"),
     (0.1, "100µs"),
@@ -39,7 +41,7 @@ pub fn render(timeline: &Timeline, phases: &[Phase]) -> String {
     let x = |t_ms: f64| LEFT + (RIGHT - LEFT) * (t_ms / end_ms).clamp(0.0, 1.0);
     let rate_y = |rate: f64| BOTTOM - (BOTTOM - TOP) * rate;
     let latency_y = |ms: f64| {
-        let (low, high) = (LATENCY_TICKS[0].0.log10(), LATENCY_TICKS[6].0.log10());
+        let (low, high) = (LATENCY_TICKS[0].0.log10(), LATENCY_TICKS[LATENCY_TICKS.len() - 1].0.log10());
         let share = (ms.max(LATENCY_TICKS[0].0).log10() - low) / (high - low);
         BOTTOM - (BOTTOM - TOP) * share.min(1.0)
     };
