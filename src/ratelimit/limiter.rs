@@ -21,12 +21,12 @@ const SHARDS: usize = 32;
 /// `C`. Share it with an `Arc`; it is `Send + Sync`.
 ///
 /// The keys are split over up to 32 shards by a hash of the key, each a
-/// std `Mutex` around its keys. A lock is held for one decision only (a few
-/// hundred nanoseconds, no I/O, no yield), and never across a park or a
-/// sleep: [`acquire`](Self::acquire) reserves under the lock, then sleeps
-/// after releasing it. So the lock cannot block a may worker for longer
-/// than another worker's one decision, and a coroutine never carries a
-/// guard to another thread.
+/// std `Mutex` around its keys. A lock is held for one decision only (a
+/// few map operations and the algorithm's sum: no I/O, no yield), and never
+/// across a park or a sleep: [`acquire`](Self::acquire) reserves under the
+/// lock, then sleeps after releasing it. So a worker that finds a shard
+/// locked waits only for the decisions of the other workers already there,
+/// and a coroutine never carries a guard to another thread.
 ///
 /// **Bounded memory.** Each shard holds at most its share of `max_keys`
 /// keys in least-recently-seen order. A new key in a full shard takes the
