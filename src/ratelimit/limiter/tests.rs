@@ -236,3 +236,100 @@ fn errors_read_as_sentences() {
         "the cost is more than the quota ever admits at once"
     );
 }
+
+#[test]
+fn fewer_keys_than_shards_still_holds_exactly_max_keys() {
+    let (limiter, _clock) = limiter(5);
+    for key in 0..1_000 {
+        limiter.check(&key, 1);
+    }
+    assert_eq!(limiter.keys(), 5);
+    assert_eq!(limiter.evicted(), 995);
+}
+
+#[test]
+#[should_panic(expected = "at least one key")]
+fn a_limiter_for_no_keys_is_refused() {
+    limiter(0);
+}
+
+#[test]
+fn sequential_keys_spread_evenly_over_the_shards() {
+    // The memory test's addresses are sequential: the shard hash must not
+    // pile them into a few shards.
+    let (limiter, _clock) = limiter(32 * 2_000);
+    for key in 0..32_000 {
+        limiter.check(&key, 1);
+    }
+    for shard in limiter.shards.iter() {
+        let len = lock(&shard.0).len();
+        assert!(
+            (800..1_200).contains(&len),
+            "a shard holds {len} of 32,000 keys"
+        );
+    }
+}
+
+#[test]
+fn a_new_key_is_refused_a_reservation_when_every_key_of_its_shard_is_reserved() {
+    let (limiter, _clock) = limiter(1);
+    limiter.check(&1, 3);
+    assert_eq!(
+        limiter.reserve(&1, 1, ms(1_000)).map(|r| r.at()),
+        Ok(ms(100))
+    );
+    assert_eq!(
+        limiter.reserve(&2, 1, ms(1_000)),
+        Err(AcquireError::Deadline {
+            retry_after: ms(100)
+        })
+    );
+    assert_eq!(limiter.keys(), 1);
+}
+
+/// An algorithm whose decision panics for cost 13 (a bug), to show that the
+/// limiter goes on after it.
+struct PanicsOn13;
+
+impl Algorithm for PanicsOn13 {
+    type State = u64;
+    fn name(&self) -> &'static str {
+        "panics-on-13"
+    }
+    fn quota(&self) -> Quota {
+        Quota::per_second(100, 100).unwrap()
+    }
+    fn new_state(&self, _: Duration) -> u64 {
+        0
+    }
+    fn decide(&self, used: &mut u64, _: Duration, cost: u64) -> Decision {
+        assert_ne!(cost, 13, "a bug");
+        *used += cost;
+        Decision::Allowed {
+            remaining: 100 - *used,
+            reset: Duration::ZERO,
+        }
+    }
+    fn is_idle(&self, used: &u64, _: Duration) -> bool {
+        *used == 0
+    }
+    fn state_bytes(&self, _: &u64) -> usize {
+        8
+    }
+}
+
+#[test]
+fn a_panic_inside_a_decision_does_not_take_the_limiter_down() {
+    let limiter = Limiter::with_clock(PanicsOn13, 1, ManualClock::new());
+    limiter.check(&1, 1);
+    let panicked = std::panic::catch_unwind(|| limiter.check(&1, 13));
+    assert!(panicked.is_err());
+    // The shard's lock is poisoned now; the next caller is served anyway.
+    assert_eq!(
+        limiter.check(&1, 1),
+        Decision::Allowed {
+            remaining: 98,
+            reset: Duration::ZERO
+        }
+    );
+}
