@@ -56,7 +56,7 @@ fn a_million_keys_hold_no_more_memory_than_max_keys_and_a_steady_client_stays_li
     // most 1.4 times `per_key` per key; the buffers outgrown on the way
     // (each table doubles) add less than the final size again. Three times
     // `per_key` per held key, plus 1 MiB for the allocator's own arenas.
-    // Without the bound the million keys alone would take 10 times that.
+    // A million keys held would need three times this bound.
     let per_key = limiter.entry_bytes();
     let bound = 3 * MAX_KEYS * per_key + (1 << 20);
     let (keys, expired, evicted) = (limiter.keys(), limiter.expired(), limiter.evicted());

@@ -49,8 +49,8 @@ fn caller(limiter: Queue, c: Caller, arrived: Sender<Arrival>, went: Sender<&'st
 
 // ANCHOR: queue
 /// 10 per second (one every 100 ms), burst 2, spent at 0 ms; then five
-/// callers, one after another, and a newcomer's `check` at 250 ms. Returns
-/// the lines to print.
+/// callers, one after another, and a newcomer's `check` at 250 ms and again
+/// once the last of them has gone. Returns the lines to print.
 fn queue() -> Vec<String> {
     let quota = Quota::per_second(10, 2).expect("a valid quota");
     let limiter: Queue = Arc::new(Limiter::with_clock(
@@ -114,6 +114,9 @@ fn queue() -> Vec<String> {
         assert_eq!(gone, name, "callers go in their order");
         lines.push(format!("clock at {at:?}: {gone} goes"));
     }
+    let now = clock.now();
+    let again = limiter.check(&KEY, 1);
+    lines.push(format!("at {now:?} the newcomer checks again: {again:?}"));
     lines
 }
 // ANCHOR_END: queue
@@ -181,6 +184,7 @@ mod tests {
                 "clock at 100ms: a goes",
                 "clock at 300ms: b goes",
                 "clock at 400ms: d goes",
+                "at 400ms the newcomer checks again: Denied { retry_after: 100ms, reset: 200ms }",
             ]
         );
     }
