@@ -16,6 +16,7 @@ pub fn criterion() -> criterion::Criterion {
 }
 
 /// Two workers (this book's reference machine has two cores), pinning off.
+#[allow(dead_code)] // a bench of programs in their own processes runs no may here
 pub fn configure_may() {
     may::config().set_workers(2);
     may::config().set_worker_pin(false);
@@ -257,6 +258,10 @@ pub enum Cell {
     Count(f64),
     /// A whole count, shown as it is.
     Whole(u64),
+    /// A share, as a signed percentage with two decimals (`+0.05%`).
+    Percent(f64),
+    /// A rate, in thousands a second (`54.9k/s`).
+    PerSecond(f64),
     /// Not measured for this column.
     Empty,
 }
@@ -280,7 +285,21 @@ pub fn write_cells_table(
     titles: &[&str],
     rows: &[(String, Vec<Cell>)],
 ) {
-    let mut text = heading(chapter, "release build", note);
+    write_cells_table_of(chapter, chapter, file, note, titles, rows);
+}
+
+/// [`write_cells_table`] for a chapter with more than one bench: the
+/// heading names `bench` (`cargo bench --bench <bench>`).
+#[allow(dead_code)] // each bench is its own crate; most use criterion's tables only
+pub fn write_cells_table_of(
+    bench: &str,
+    chapter: &str,
+    file: &str,
+    note: &str,
+    titles: &[&str],
+    rows: &[(String, Vec<Cell>)],
+) {
+    let mut text = heading(bench, "release build", note);
     write!(
         text,
         "\n\n| measurement | {} |\n|{}\n",
@@ -296,6 +315,8 @@ pub fn write_cells_table(
                 Cell::Bytes(bytes) => bytes_as_text(bytes),
                 Cell::Count(count) => format!("{count:.2}"),
                 Cell::Whole(count) => count.to_string(),
+                Cell::Percent(share) => format!("{:+.2}%", share * 100.0),
+                Cell::PerSecond(rate) => format!("{:.1}k/s", rate / 1_000.0),
                 Cell::Empty => "—".to_owned(),
             })
             .collect();

@@ -2,7 +2,7 @@
 //! for each request a key, a decision and either a 429 or the upstream's
 //! answer, with the limit's fields on every response.
 
-use std::io::{self, BufRead, BufReader, ErrorKind};
+use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -397,14 +397,18 @@ impl Reply {
         if close {
             extra.push(("Connection", "close"));
         }
+        // Head and body into one buffer, then one write: `write_response`
+        // writes them separately, two system calls on a bare socket.
+        let mut wire = Vec::with_capacity(256 + self.body.len());
         http::write_response(
-            out,
+            &mut wire,
             self.status,
             &self.reason,
             &self.content_type,
             &extra,
             &self.body,
-        )
+        )?;
+        out.write_all(&wire)
     }
 }
 
@@ -457,7 +461,6 @@ mod tests {
     use may_patterns::clock::ManualClock;
     use may_patterns::ratelimit::{AlgorithmKind, Quota};
     use may_patterns::runtime::configure_for_tests;
-    use std::io::Write;
 
     /// A gateway on a manual clock (GCRA, 1 request per 2 s, burst 1) in
     /// front of a backend; `run` on a thread.

@@ -1,7 +1,7 @@
 //! Forwarding an admitted request to the upstream, over a small pool of
 //! kept-alive connections.
 
-use std::io::{self, BufReader, ErrorKind};
+use std::io::{self, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,14 +152,18 @@ impl Upstream {
             .collect();
         let host = self.addr.to_string();
         conn.watch.expire_in(self.timeout);
-        let sent = http::write_request(
-            conn.reader.get_mut(),
+        // One buffer, one write (see `Reply::write` in gateway.rs).
+        let mut wire = Vec::with_capacity(512 + request.body.len());
+        http::write_request(
+            &mut wire,
             &request.method,
             &request.target,
             &host,
             &extra,
             &request.body,
-        );
+        )
+        .expect("writing to a Vec cannot fail");
+        let sent = conn.reader.get_mut().write_all(&wire);
         let response = sent.and_then(|()| http::read_response(&mut conn.reader, &self.limits));
         let response = response.map_err(|e| match conn.watch.expired() {
             true => Failure {
