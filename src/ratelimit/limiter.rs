@@ -34,9 +34,9 @@ const SHARDS: usize = 32;
 /// forgetting it changes no decision; counted by [`expired`](Self::expired)),
 /// or, when none of the stalest keys is idle, of the least recently seen
 /// key (counted by [`evicted`](Self::evicted)): that key starts over with a
-/// full quota if it comes back. Every new key also drops up to two idle
-/// keys at the stale end, so idle keys leave at the rate new ones arrive.
-/// Evicting rather than refusing new keys is a choice: a flood of new
+/// full quota if it comes back. Idle keys stay until room is needed:
+/// dropping one early would free no memory, and would cost an insert when
+/// it came back. Evicting rather than refusing new keys is a choice: a flood of new
 /// addresses then cannot lock out every client that is not yet known, and
 /// what it costs is at most one fresh quota for a key quiet longer than any
 /// other in its shard. A key with waiters (reservations ahead of now) is

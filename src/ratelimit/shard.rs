@@ -19,13 +19,9 @@ use std::time::Duration;
 /// "No slot": the end of the recency list.
 const NIL: u32 = u32::MAX;
 
-/// How many of the stalest keys an insert into a full shard tests for an
-/// idle one before it evicts a key that still holds state.
+/// How many of the stalest keys an insert into a full shard tests, dropping
+/// the idle ones, before it evicts a key that still holds state.
 pub(super) const PROBE: usize = 8;
-
-/// How many of the stalest keys every new key's insert tests, dropping the
-/// idle ones: the amortised sweep that keeps room free before it is needed.
-const SWEEP: usize = 2;
 
 /// How many times [`Shard::reserve`] asks the algorithm for a later time.
 /// Every algorithm here names the exact time in one step (its
@@ -192,46 +188,50 @@ impl<K: Hash + Eq + Clone, S> Shard<K, S> {
     }
 
     // ANCHOR: make_room
-    /// Make room for one more key: drop up to [`SWEEP`] idle keys at the
-    /// stale end; if the shard is still full, drop the stalest idle key among
-    /// the [`PROBE`] stalest, or else the stalest key without a reservation
-    /// (an eviction: that key starts again with a full quota). `Err` with
-    /// the time until a reservation passes when every key is reserved.
+    /// Make room for one more key. Nothing to do below `capacity`: idle
+    /// keys are left where they are until room is needed, since dropping
+    /// one early frees no memory (its slot waits for the next key) and
+    /// costs a new insert if it comes back. A full shard drops every idle
+    /// key among its [`PROBE`] stalest without reservations, so the next few
+    /// new keys find room at once; when none of them is idle, it evicts the
+    /// stalest (that key starts again with a full quota). `Err` with the
+    /// time until a reservation passes when every key is reserved.
     fn make_room<A: Algorithm<State = S>>(
         &mut self,
         alg: &A,
         now: Duration,
     ) -> Result<(), Duration> {
-        for _ in 0..SWEEP {
-            let i = self.oldest;
-            if i == NIL
-                || self.is_reserved(i, now)
-                || !alg.is_idle(&self.slots[i as usize].state, now)
-            {
-                break;
-            }
-            self.remove(i);
-            self.expired += 1;
-        }
         if self.slots.len() < self.capacity {
             return Ok(());
         }
-        let mut stalest_unreserved = None;
-        let mut i = self.oldest;
-        let mut probed = 0;
+        let (mut i, mut probed, mut dropped) = (self.oldest, 0, 0);
+        let mut stalest_busy = None;
         while i != NIL && probed < PROBE {
+            let mut next = self.slots[i as usize].newer;
             if !self.is_reserved(i, now) {
+                probed += 1;
                 if alg.is_idle(&self.slots[i as usize].state, now) {
+                    // remove() moves the last slot into slot i.
+                    let last = (self.slots.len() - 1) as u32;
                     self.remove(i);
                     self.expired += 1;
-                    return Ok(());
+                    dropped += 1;
+                    if next == last {
+                        next = i;
+                    }
+                    if stalest_busy == Some(last) {
+                        stalest_busy = Some(i);
+                    }
+                } else {
+                    stalest_busy.get_or_insert(i);
                 }
-                stalest_unreserved.get_or_insert(i);
-                probed += 1;
             }
-            i = self.slots[i as usize].newer;
+            i = next;
         }
-        match stalest_unreserved {
+        if dropped > 0 {
+            return Ok(());
+        }
+        match stalest_busy {
             Some(i) => {
                 self.remove(i);
                 self.evicted += 1;
@@ -333,6 +333,25 @@ impl<K: Hash + Eq + Clone, S> Shard<K, S> {
                 *slot = i;
             }
         }
+    }
+
+    /// Panics unless the list, the slab and the index agree: every slot on
+    /// the list once, links both ways, the index pointing at each slot.
+    #[cfg(test)]
+    pub(super) fn assert_consistent(&self) {
+        let (mut i, mut seen, mut newer) = (self.newest, 0, NIL);
+        while i != NIL {
+            let slot = &self.slots[i as usize];
+            assert_eq!(slot.newer, newer, "back link of slot {i}");
+            assert_eq!(self.index.get(&slot.key), Some(&i), "index of slot {i}");
+            (newer, i, seen) = (i, slot.older, seen + 1);
+        }
+        assert_eq!(self.oldest, newer, "the oldest end");
+        assert_eq!(
+            (seen, self.index.len()),
+            (self.slots.len(), self.slots.len())
+        );
+        assert!(self.slots.len() <= self.capacity);
     }
 
     /// Keys from the newest to the oldest (tests check the order).

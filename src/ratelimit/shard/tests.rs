@@ -50,15 +50,34 @@ fn an_idle_key_goes_before_a_staler_busy_one() {
 }
 
 #[test]
-fn every_new_key_sweeps_idle_keys_from_the_stale_end_before_the_shard_is_full() {
-    let (g, mut shard) = (gcra(), Shard::new(10));
-    for key in 1..=5 {
+fn idle_keys_stay_until_room_is_needed_then_every_idle_one_probed_goes() {
+    let (g, mut shard) = (gcra(), Shard::new(5));
+    for key in 1..=4 {
         shard.check(&g, &key, ms(0), 1);
     }
-    // All five are idle at 100 ms; a new key drops two of them (SWEEP).
-    shard.check(&g, &6, ms(100), 1);
-    assert_eq!(shard.keys_newest_first(), [6, 5, 4, 3]);
-    assert_eq!((shard.evicted, shard.expired), (0, 2));
+    // All four are idle at 100 ms, but the shard has room: nothing goes.
+    shard.check(&g, &5, ms(100), 1);
+    assert_eq!(shard.keys_newest_first(), [5, 4, 3, 2, 1]);
+    // Full now: the next new key drops every idle key it probes (1-4; 5 is
+    // busy), which leaves room for three more without probing again.
+    shard.check(&g, &6, ms(120), 1);
+    assert_eq!(shard.keys_newest_first(), [6, 5]);
+    assert_eq!((shard.evicted, shard.expired), (0, 4));
+}
+
+#[test]
+fn a_key_checked_in_turn_with_others_is_not_dropped_while_there_is_room() {
+    // A quota that refills in a nanosecond: every key is idle between two
+    // of its own checks. Below capacity none is dropped, so each check
+    // finds its key (no churn of inserts).
+    let g = Gcra::new(Quota::per_second(1_000_000_000, 1_000_000_000).unwrap());
+    let mut shard = Shard::new(100);
+    for round in 0..10u64 {
+        for key in 0..50 {
+            shard.check(&g, &key, ms(round), 1);
+        }
+    }
+    assert_eq!((shard.len(), shard.expired, shard.evicted), (50, 0, 0));
 }
 
 #[test]
@@ -112,4 +131,24 @@ fn the_slab_links_stay_right_after_any_sequence_of_checks_and_evictions() {
         assert_eq!(shard.keys_newest_first(), model);
     }
     assert!(shard.evicted > 0);
+}
+
+#[test]
+fn the_slab_stays_consistent_while_idle_and_busy_keys_come_and_go() {
+    // Random keys, random costs, time moving in random steps: keys turn
+    // idle at random, so drops happen mid-list as well as at the end.
+    let g = gcra();
+    let mut shard = Shard::new(16);
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut now = Duration::ZERO;
+    for _ in 0..20_000 {
+        now += Duration::from_millis(rng.u64(0..10));
+        let key = rng.u32(0..64);
+        shard.check(&g, &key, now, rng.u64(1..=2));
+        if rng.u8(0..10) == 0 {
+            let _ = shard.reserve(&g, &key, now, 1, ms(300));
+        }
+        shard.assert_consistent();
+    }
+    assert!(shard.expired > 1_000 && shard.evicted > 1_000, "{} {}", shard.expired, shard.evicted);
 }
