@@ -150,5 +150,10 @@ fn the_slab_stays_consistent_while_idle_and_busy_keys_come_and_go() {
         }
         shard.assert_consistent();
     }
-    assert!(shard.expired > 1_000 && shard.evicted > 1_000, "{} {}", shard.expired, shard.evicted);
+    assert!(
+        shard.expired > 1_000 && shard.evicted > 1_000,
+        "{} {}",
+        shard.expired,
+        shard.evicted
+    );
 }
