@@ -1,14 +1,16 @@
 //! Step 10 of the rate-limiting chapter as a user runs it: three processes
-//! against one redis-server share one limit. The step's own tests cover the
-//! client (the script against the in-process GCRA, a killed or stalled
+//! against one redis-server share one limit, and processes whose Redis is
+//! killed under them say why and stop on time. The step's own tests cover
+//! the client (the script against the in-process GCRA, a killed or stalled
 //! Redis, replies of the wrong shape); here the processes are real.
 //! Needs redis-server (Debian's `redis-server`; `.ci/run` installs it).
 
 #[path = "support/mod.rs"]
 mod support;
 
-use std::process::Command;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 const STEP: &str = "step10_redis_gcra";
 
@@ -99,5 +101,109 @@ fn a_process_whose_redis_is_not_there_says_so_and_exits() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("address \"nowhere\""),
         "{out:?}"
+    );
+}
+
+/// A child process killed when dropped, so a failing test leaves no
+/// redis-server behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bare redis-server on a free port, answering PING.
+fn redis_server() -> (KillOnDrop, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = KillOnDrop(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("this test needs redis-server (Debian: apt-get install redis-server)"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        let pong = std::net::TcpStream::connect(&addr).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(1)))?;
+            c.write_all(b"PING\r\n")?;
+            let mut reply = [0; 7];
+            c.read_exact(&mut reply).map(|()| reply)
+        });
+        if matches!(pong, Ok(reply) if &reply == b"+PONG\r\n") {
+            return (child, addr);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server on {addr} did not answer PING"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn processes_whose_redis_is_killed_mid_run_say_why_and_stop_on_time() {
+    let examples = support::build_examples([STEP]);
+    let (redis, addr) = redis_server();
+    let run = Duration::from_secs(3);
+    let mut hammers: Vec<_> = (0..2)
+        .map(|_| {
+            support::spawn_with_lines(Command::new(examples.join(STEP)).args([
+                "--hammer",
+                &addr,
+                &run.as_millis().to_string(),
+            ]))
+        })
+        .collect();
+    for (_, stdout, _) in &hammers {
+        let line = stdout
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a hammer starts");
+        assert_eq!(line, format!("hammering demo on {addr}"));
+    }
+    drop(redis);
+    let killed = Instant::now();
+    for (child, stdout, stderr) in &mut hammers {
+        let status = support::wait_bounded(child, run + Duration::from_secs(10));
+        assert!(status.success(), "{status}");
+        let tally = stdout
+            .recv_timeout(Duration::from_secs(1))
+            .expect("a tally");
+        let words: Vec<&str> = tally.split_whitespace().collect();
+        let failed: u64 = match words.as_slice() {
+            ["admitted", _, "denied", _, "failed", f] => f.parse().unwrap(),
+            _ => panic!("not a tally: {tally}"),
+        };
+        assert!(failed > 0, "{tally}");
+        // The first failure, once; which step failed depends on where the
+        // hammer was when the server died.
+        let why = stderr
+            .recv_timeout(Duration::from_secs(1))
+            .expect("the error");
+        assert!(
+            [
+                "reading the reply: ",
+                "sending the command: ",
+                "connecting: "
+            ]
+            .iter()
+            .any(|step| why.starts_with(step)),
+            "{why}"
+        );
+    }
+    // Each stopped at the end of its run, not stuck on the dead server.
+    assert!(
+        killed.elapsed() < run + Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
     );
 }
