@@ -263,15 +263,44 @@ fn gateway(examples: &Path, upstream: &str, (rate, burst): (u64, u64)) -> (Runni
 struct Run {
     load: Load,
     admitted: u64,
+    /// Whether a 429 carried `Retry-After` (`None`: no 429 seen).
+    retry_after: Option<bool>,
 }
 
 fn measure(start: impl FnOnce(&str) -> (Running, String)) -> Run {
     let (backend_process, upstream) = backend(&examples_dir());
     let (system, addr) = start(&upstream);
     let load = wrk(&format!("http://{addr}{PATH}"));
+    let retry_after = retry_after_on_429(&addr);
     drop(system);
     let admitted = answered(backend_process);
-    Run { load, admitted }
+    Run {
+        load,
+        admitted,
+        retry_after,
+    }
+}
+
+/// Requests on one kept-alive connection until one gets a 429: whether
+/// it carries `Retry-After`. `None` if none of a thousand was refused.
+fn retry_after_on_429(addr: &str) -> Option<bool> {
+    use may_patterns::http::{header, read_response, Limits};
+    use std::io::Write;
+    let socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut replies = BufReader::new(socket.try_clone().unwrap());
+    let mut socket = socket;
+    for _ in 0..1_000 {
+        let request = format!("GET {PATH} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        socket.write_all(request.as_bytes()).unwrap();
+        let response = read_response(&mut replies, &Limits::default()).unwrap();
+        if response.status == 429 {
+            return Some(header(&response.headers, "retry-after").is_some());
+        }
+    }
+    None
 }
 
 /// A row from one configuration's runs: how far off the limit the worst run
@@ -287,13 +316,15 @@ fn row(what: &str, (rate, burst): (u64, u64), mut runs: Vec<Run>) -> (String, Ve
                 .iter()
                 .max_by(|a, b| off(a).abs().total_cmp(&off(b).abs()))
                 .unwrap();
+            let retry_after = runs.iter().all(|run| run.retry_after == Some(true));
             vec![
                 Cell::Whole(worst.admitted),
                 Cell::Whole(expected(worst).round() as u64),
                 Cell::Percent(off(worst)),
+                Cell::Flag(retry_after),
             ]
         }
-        false => vec![Cell::Empty, Cell::Empty, Cell::Empty],
+        false => vec![Cell::Empty, Cell::Empty, Cell::Empty, Cell::Empty],
     };
     runs.sort_by(|a, b| a.load.per_second.total_cmp(&b.load.per_second));
     let median = &runs[runs.len() / 2];
@@ -370,9 +401,18 @@ fn main() {
         "wrk -t2 -c50 -d10s --latency from one address, each system in front of a fresh \
          `search_backend` that answers at once, three rounds. Admitted: what the backend \
          answered, in the round furthest off the limit; expected: burst + rate × that \
-         round's wrk duration. Responses per second (200 and 429 alike), p50 and p99: \
+         round's wrk duration. Retry-After: on a 429 right after each round's wrk run, in \
+         every round. Responses per second (200 and 429 alike), p50 and p99: \
          the round with the median responses per second.",
-        &["admitted", "expected", "off by", "responses", "p50", "p99"],
+        &[
+            "admitted",
+            "expected",
+            "off by",
+            "Retry-After on 429",
+            "responses",
+            "p50",
+            "p99",
+        ],
         &rows,
     );
 }

@@ -262,6 +262,8 @@ pub enum Cell {
     Percent(f64),
     /// A rate, in thousands a second (`54.9k/s`).
     PerSecond(f64),
+    /// Whether a property holds: `yes` or `no`.
+    Flag(bool),
     /// Not measured for this column.
     Empty,
 }
@@ -317,6 +319,7 @@ pub fn write_cells_table_of(
                 Cell::Whole(count) => count.to_string(),
                 Cell::Percent(share) => format!("{:+.2}%", share * 100.0),
                 Cell::PerSecond(rate) => format!("{:.1}k/s", rate / 1_000.0),
+                Cell::Flag(holds) => (if holds { "yes" } else { "no" }).to_owned(),
                 Cell::Empty => "—".to_owned(),
             })
             .collect();
