@@ -8,8 +8,10 @@
 //! test scripts "every backend answers in 5 ms, 10% of requests take 100 ms"
 //! and gets the same requests slow on every run.
 //!
-//! While it "works" on a request, the backend waits on the client's socket
-//! with a read timeout equal to the delay. If the client closes the
+//! While it "works" on a request, the backend waits on the client's socket,
+//! and an [`Alarm`] shuts the socket's reading side when the delay is over
+//! (a may socket timeout of a few milliseconds, once per request, races
+//! under load: see [`alarm`](crate::alarm)). If the client closes the
 //! connection first (a scatter-gather client cancelling a straggler), the
 //! read returns end-of-file at once: the backend counts it in
 //! [`BackendStats::client_gone`] and drops the connection, as a real server
@@ -23,13 +25,14 @@ use std::io::{self, BufReader, ErrorKind, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use may::coroutine::JoinHandle;
 use may::go;
 use may::net::{TcpListener, TcpStream};
 
 use crate::accept;
+use crate::alarm::Alarm;
 use crate::http::{self, Limits};
 use crate::shutdown::Shutdown;
 
@@ -203,6 +206,8 @@ fn serve_switched(
 ) -> io::Result<()> {
     let config = Arc::new(config);
     let counter = Arc::new(AtomicU64::new(0));
+    // Ends every request's delay; its thread ends with the last connection.
+    let alarm = Arc::new(Alarm::new()?);
     // Joined when this function returns, however it returns.
     let _waker = accept::wake_on_shutdown(&listener, &shutdown)?;
     loop {
@@ -216,14 +221,14 @@ fn serve_switched(
         }
         let open = stats.open.fetch_add(1, Ordering::SeqCst) + 1;
         let (config, stats, counter) = (config.clone(), stats.clone(), counter.clone());
-        let switch = switch.clone();
+        let (switch, alarm) = (switch.clone(), alarm.clone());
         go!(move || {
             if open > config.max_connections {
                 let mut stream = stream;
                 let _ =
                     http::write_response(&mut stream, 503, "Busy", "text/plain", &[], b"busy\n");
             } else {
-                let _ = handle(stream, &config, &switch, &stats, &counter);
+                let _ = handle(stream, &config, &switch, &alarm, &stats, &counter);
             }
             stats.open.fetch_sub(1, Ordering::SeqCst);
         });
@@ -243,6 +248,7 @@ fn handle(
     stream: TcpStream,
     config: &BackendConfig,
     switch: &Switch,
+    alarm: &Alarm,
     stats: &BackendStats,
     counter: &AtomicU64,
 ) -> io::Result<()> {
@@ -292,7 +298,7 @@ fn handle(
     } else {
         behaviour.latency
     };
-    if !delay.is_zero() && client_left_within(reader.get_mut(), delay)? {
+    if !delay.is_zero() && client_left_within(reader.get_mut(), delay, alarm)? {
         stats.client_gone.fetch_add(1, Ordering::SeqCst);
         return Ok(());
     }
@@ -316,18 +322,17 @@ fn handle(
 }
 
 /// Wait `delay` on the client's socket: `true` if the client closed it
-/// first. (Bytes the client sends meanwhile are ignored.)
-fn client_left_within(stream: &mut TcpStream, delay: Duration) -> io::Result<bool> {
-    // Rounded up: may would read a delay under 1 ms as "no timeout".
-    stream.set_read_timeout(Some(crate::timeout::for_may(delay)))?;
+/// first. (Bytes the client sends meanwhile are ignored.) The read has no
+/// timeout, so no may timer: `alarm` shuts the reading side when the delay
+/// is over, and the read's end-of-file is then the alarm's, not the client's.
+fn client_left_within(stream: &mut TcpStream, delay: Duration, alarm: &Alarm) -> io::Result<bool> {
+    stream.set_read_timeout(None)?;
+    let ring = alarm.shutdown_read_at(stream, Instant::now() + delay)?;
     let mut byte = [0u8; 1];
     loop {
         match stream.read(&mut byte) {
-            Ok(0) => return Ok(true),
+            Ok(0) => return Ok(!ring.fired()),
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                return Ok(false)
-            }
             Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(true),
             Err(e) => return Err(e),
         }

@@ -5,6 +5,8 @@
 //!
 //! - [`accept`]: wake a parked accept loop when its server is told to stop
 //!   (the primer's echo server, and every server after it).
+//! - [`alarm`]: many short timed waits kept by one OS thread, away from may
+//!   0.3.51's timer races (the circuit breaker; the backend uses it).
 //! - [`backend`]: a scriptable HTTP backend (latency, slow share, failures,
 //!   hangs) for the clients, proxies and load balancers (scatter-gather).
 //! - [`blocking`]: run blocking calls on a small pool of OS threads while the
@@ -42,6 +44,7 @@
 //! stack. The primer chapter explains both rules; this library obeys them.
 
 pub mod accept;
+pub mod alarm;
 pub mod backend;
 pub mod blocking;
 pub mod bounded;

@@ -1,0 +1,250 @@
+//! Timed waits kept by one OS thread, for code that waits many short times
+//! a second: no may timer is involved.
+//!
+//! may 0.3.51 arms a timer first and finishes registering the wait after,
+//! and a timer that fires in between finds the wait half made:
+//!
+//! - a socket timeout: `add_io_timer` puts the timer in the list, wakes the
+//!   event loop if it is the earliest, and only then stores its handle in
+//!   the socket's data (`src/io/sys/unix/epoll.rs:238-249`). A timer that
+//!   fires before the handle is stored leaves the socket holding a handle to
+//!   a spent entry, and the next event on that socket panics the event loop
+//!   ("Node value is None", `may_queue-0.1.24/src/mpsc_list_v1.rs:44`); the
+//!   process then hangs.
+//! - a coroutine sleep: `Sleep::subscribe` hands the coroutine to the timer
+//!   list, then registers its cancel data (`src/sleep.rs:17-29`). A timer
+//!   that fires in between runs the coroutine on the timer thread while its
+//!   old worker still writes to it ("no data to deref for OptionCell", or a
+//!   segmentation fault).
+//!
+//! Either needs the worker thread to be held off its CPU for the whole
+//! timeout between two of its own statements. On an idle machine that does
+//! not happen; on two busy cores, with waits of a few milliseconds, it does:
+//! the circuit-breaker program (200 calls a second, each with a 2 ms
+//! backend wait and a pacing sleep) crashed in 3 of 6 runs at a load
+//! average of 5. [`Alarm`] keeps such waits on its own OS thread instead: a
+//! coroutine parks on a may channel with no timeout, and the alarm thread
+//! sends to it when the time comes; a socket's wait ends by the alarm thread
+//! shutting the socket's reading side. Long timeouts (a quarter second and
+//! more) are left to may: the window is the same, but a thread is almost
+//! never held off its CPU that long.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the alarm thread does when an entry is due.
+enum Action {
+    /// Wake a coroutine parked on this channel.
+    Wake(may::sync::mpsc::Sender<()>),
+    /// Shut down the reading side of this socket (a duplicate descriptor of
+    /// the watched one), after marking the ring as fired.
+    ShutdownRead(std::net::TcpStream, Arc<AtomicBool>),
+}
+
+enum Message {
+    Add {
+        due: Instant,
+        id: u64,
+        action: Action,
+    },
+    Cancel(u64),
+}
+
+/// One OS thread keeping timed waits for coroutines. Share it (`&Alarm` is
+/// enough: it is `Sync`); the thread ends when the alarm and every [`Ring`]
+/// are dropped.
+pub struct Alarm {
+    tx: mpsc::Sender<Message>,
+    next_id: AtomicU64,
+}
+
+/// A pending [`Alarm::shutdown_read_at`]; dropping it cancels the alarm.
+pub struct Ring {
+    fired: Arc<AtomicBool>,
+    id: u64,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Alarm {
+    /// Start the alarm thread.
+    pub fn new() -> io::Result<Alarm> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("alarm".into())
+            .spawn(move || keep(rx))?;
+        Ok(Alarm {
+            tx,
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    fn add(&self, due: Instant, action: Action) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // A send fails only if the thread is gone; the caller then finds
+        // out at once (its channel disconnects, its ring never fires).
+        let _ = self.tx.send(Message::Add { due, id, action });
+        id
+    }
+
+    /// Park the calling coroutine (or thread) for `duration`, never less.
+    /// Any length works, a microsecond included: may's 1 ms floor is a
+    /// floor of its timers, and none is used here.
+    pub fn sleep(&self, duration: Duration) {
+        let (tx, rx) = may::sync::mpsc::channel();
+        self.add(Instant::now() + duration, Action::Wake(tx));
+        let _ = rx.recv(); // no timeout: no may timer
+    }
+
+    /// At `at`, shut down the reading side of `socket`: a read parked on
+    /// it (with no read timeout) returns end-of-file, and the ring says it
+    /// was the alarm, not the peer.
+    pub fn shutdown_read_at(&self, socket: &impl AsRawFd, at: Instant) -> io::Result<Ring> {
+        // Safety: `socket` is borrowed, so its descriptor is open while we
+        // duplicate it; the duplicate is ours to close.
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) }.try_clone_to_owned()?;
+        let fired = Arc::new(AtomicBool::new(false));
+        let action = Action::ShutdownRead(std::net::TcpStream::from(fd), fired.clone());
+        let id = self.add(at, action);
+        Ok(Ring {
+            fired,
+            id,
+            tx: self.tx.clone(),
+        })
+    }
+}
+
+impl Ring {
+    /// Whether the alarm went off (the socket's reading side is shut).
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if !self.fired() {
+            let _ = self.tx.send(Message::Cancel(self.id));
+        }
+    }
+}
+
+/// The alarm thread: wait for the earliest entry or a new message.
+fn keep(rx: mpsc::Receiver<Message>) {
+    let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut actions = HashMap::new();
+    loop {
+        let message = match due.peek() {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(Reverse((at, _))) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match message {
+            Ok(Message::Add {
+                due: at,
+                id,
+                action,
+            }) => {
+                due.push(Reverse((at, id)));
+                actions.insert(id, action);
+            }
+            Ok(Message::Cancel(id)) => {
+                actions.remove(&id); // its heap entry finds nothing when due
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        while let Some(&Reverse((at, id))) = due.peek() {
+            if at > now {
+                break;
+            }
+            due.pop();
+            match actions.remove(&id) {
+                Some(Action::Wake(tx)) => {
+                    let _ = tx.send(());
+                }
+                Some(Action::ShutdownRead(socket, fired)) => {
+                    fired.store(true, Ordering::SeqCst); // before the reader sees end-of-file
+                    let _ = socket.shutdown(std::net::Shutdown::Read);
+                }
+                None => {} // cancelled
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::configure_for_tests;
+    use may::go;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_sleep_lasts_at_least_its_time_even_under_a_millisecond() {
+        configure_for_tests();
+        let alarm = Arc::new(Alarm::new().unwrap());
+        let handles: Vec<_> = [Duration::from_micros(300), Duration::from_millis(20)]
+            .into_iter()
+            .map(|d| {
+                let alarm = alarm.clone();
+                go!(move || {
+                    let started = Instant::now();
+                    alarm.sleep(d);
+                    (d, started.elapsed())
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (asked, slept) = handle.join().unwrap();
+            assert!(slept >= asked, "{slept:?} < {asked:?}");
+            assert!(slept < asked + Duration::from_secs(1), "{slept:?}");
+        }
+    }
+
+    #[test]
+    fn a_ring_ends_a_parked_read_and_a_dropped_one_never_fires() {
+        configure_for_tests();
+        let alarm = Arc::new(Alarm::new().unwrap());
+        let listener = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let reader = {
+            let alarm = alarm.clone();
+            go!(move || {
+                let ring = alarm
+                    .shutdown_read_at(&server, Instant::now() + Duration::from_millis(20))
+                    .unwrap();
+                let mut byte = [0u8; 1];
+                let read = server.read(&mut byte).unwrap();
+                // The stream can still answer after its reading side is shut.
+                server.write_all(b"late").unwrap();
+                (read, ring.fired())
+            })
+        };
+        assert_eq!(reader.join().unwrap(), (0, true));
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "late");
+        let mut other = std::net::TcpStream::connect(addr).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let ring = alarm
+            .shutdown_read_at(&server, Instant::now() + Duration::from_millis(5))
+            .unwrap();
+        drop(ring);
+        alarm.sleep(Duration::from_millis(30));
+        other.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            server.read(&mut byte).unwrap(),
+            1,
+            "a cancelled ring leaves the socket open"
+        );
+    }
+}
