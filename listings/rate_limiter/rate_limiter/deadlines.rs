@@ -1,18 +1,23 @@
-//! Deadlines for sockets, kept by one sweeper coroutine instead of may's
+//! Deadlines for sockets, kept by one sweeper thread instead of may's
 //! socket timeouts.
 //!
-//! may 0.3.51's socket timeouts (`set_read_timeout`) race under load: a
-//! timeout that fires while data arrives on another worker can leave may's
-//! event loop holding a timer entry already taken, and it panics ("Node
-//! value is None", `may_queue-0.1.24/src/mpsc_list_v1.rs:44`), after which
-//! the process hangs. wrk against the library's own backend, whose every
-//! request waits on a 1 ms socket timeout, hit it in one of three 10 s runs
-//! here. So the gateway sets no socket timeout on the hot path. Each socket
-//! that needs a deadline is registered here with it; a sweeper wakes every
-//! [`TICK`] and shuts down the sockets past theirs: first their reading
-//! side, so a parked read returns end-of-file and the connection can still
-//! answer (408), then, if the deadline is still past one tick later, both
-//! sides. A deadline is therefore kept to within one tick.
+//! may 0.3.51 arms a socket timeout's timer before it has finished
+//! registering the wait, and a timer that fires in between can leave may's
+//! event loop holding a spent entry: the next event on that socket panics it
+//! ("Node value is None", `may_queue-0.1.24/src/mpsc_list_v1.rs:44`) and the
+//! process hangs (`may_patterns::alarm` explains the race, with may's
+//! lines). It takes a worker held off its CPU for the whole timeout, so it
+//! strikes short timeouts on a loaded machine; under wrk, the first version
+//! of this gateway, with a socket timeout on every read, died of it. So the
+//! gateway sets no socket timeout on its reads and writes. Each socket that
+//! needs a deadline is registered here, and a deadline is an atomic store,
+//! cheap enough to move three times per request (the library's `Alarm`
+//! costs a descriptor and two messages per deadline, made for fewer,
+//! shorter waits). A sweeper on its own OS thread wakes every [`TICK`] and
+//! shuts down the sockets past their deadline: first their reading side, so
+//! a parked read returns end-of-file and the connection can still answer
+//! (408), then, if the deadline is still past one tick later, both sides.
+//! A deadline is therefore kept to within one tick.
 
 use std::collections::HashMap;
 use std::io;
@@ -21,8 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use may::coroutine::JoinHandle;
-use may::go;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::thread::JoinHandle;
+
 use may::net::TcpStream;
 use may_patterns::shutdown::Shutdown;
 
@@ -41,8 +47,9 @@ pub struct Deadlines {
 }
 
 struct Entry {
-    /// A clone of the watched socket, to shut it down with.
-    socket: TcpStream,
+    /// A duplicate of the watched socket's descriptor, to shut it down
+    /// with: a plain std socket, which may does not register or poll.
+    socket: std::net::TcpStream,
     deadline: Arc<AtomicU64>,
     /// The deadline this entry was last struck for: a second strike for
     /// the same deadline closes both sides.
@@ -67,10 +74,13 @@ impl Deadlines {
         })
     }
 
-    /// Watch `socket` (through a clone of it, one more descriptor), with no
+    /// Watch `socket` (through a duplicate of its descriptor), with no
     /// deadline yet.
     pub fn watch(self: &Arc<Self>, socket: &TcpStream) -> io::Result<Watch> {
-        let clone = socket.try_clone()?;
+        // Safety: `socket` is borrowed, so its descriptor is open while it
+        // is duplicated; the duplicate is ours to close.
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) }.try_clone_to_owned()?;
+        let clone = std::net::TcpStream::from(fd);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline = Arc::new(AtomicU64::new(0));
         let entry = Entry {
@@ -147,20 +157,23 @@ impl Drop for Watch {
     }
 }
 
-/// Sweep `tables` every [`TICK`] until `shutdown`. The sweeper's wait is a
-/// coroutine timer (may's timer thread), not a socket timeout.
-pub fn sweeper(tables: Vec<Arc<Deadlines>>, shutdown: Shutdown) -> JoinHandle<()> {
-    go!(move || {
-        while !shutdown.wait_timeout(TICK) {
-            tables.iter().for_each(|t| t.sweep());
-        }
-    })
+/// Sweep `tables` every [`TICK`] until `shutdown`, on an OS thread of its
+/// own: its wait blocks that thread, and no may timer is involved.
+pub fn sweeper(tables: Vec<Arc<Deadlines>>, shutdown: Shutdown) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sweeper".into())
+        .spawn(move || {
+            while !shutdown.wait_timeout(TICK) {
+                tables.iter().for_each(|t| t.sweep());
+            }
+        })
 }
 // ANCHOR_END: deadlines
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use may::go;
     use may::net::TcpListener;
     use may_patterns::runtime::configure_for_tests;
     use std::io::{Read, Write};
@@ -178,7 +191,7 @@ mod tests {
         configure_for_tests();
         let table = Deadlines::new();
         let stop = Shutdown::new();
-        let sweeper = sweeper(vec![table.clone()], stop.clone());
+        let sweeper = sweeper(vec![table.clone()], stop.clone()).unwrap();
         let reader = go!(move || {
             let (mut server, mut client) = pair();
             let watch = table.watch(&server).unwrap();

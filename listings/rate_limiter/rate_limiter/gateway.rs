@@ -12,11 +12,11 @@ use may::go;
 use may::net::{TcpListener, TcpStream};
 use may::sync::WaitGroup;
 use may_patterns::accept;
+use may_patterns::alarm::Alarm;
 use may_patterns::clock::Clock;
 use may_patterns::http::{self, header, Limits, Request};
 use may_patterns::ratelimit::{Algorithm, AnyAlgorithm, Decision, Limiter};
 use may_patterns::shutdown::Shutdown;
-use may_patterns::timeout::for_may;
 use serde::Serialize;
 
 use crate::deadlines::{self, Deadlines, Watch};
@@ -40,6 +40,8 @@ pub struct Gateway<C: Clock> {
     config: GatewayConfig,
     /// Every open client connection, with its deadline.
     clients: Arc<Deadlines>,
+    /// Wakes the leaky bucket's queued requests.
+    alarm: Alarm,
     counters: Counters,
     started: Instant,
 }
@@ -90,19 +92,21 @@ pub struct Summary {
 }
 
 impl<C: Clock> Gateway<C> {
+    /// Fails only if the alarm's thread cannot be started.
     pub fn new(
         limiter: Limiter<Key, AnyAlgorithm, C>,
         upstream: Upstream,
         config: GatewayConfig,
-    ) -> Self {
-        Gateway {
+    ) -> io::Result<Self> {
+        Ok(Gateway {
             limiter,
             upstream,
             config,
             clients: Deadlines::new(),
+            alarm: Alarm::new()?,
             counters: Counters::default(),
             started: Instant::now(),
-        }
+        })
     }
 
     pub fn summary(&self) -> Summary {
@@ -150,7 +154,7 @@ pub fn run<C: Clock>(
 ) -> io::Result<Summary> {
     let waker = accept::wake_on_shutdown(&listener, &shutdown)?;
     let tables = vec![gateway.clients.clone(), gateway.upstream.deadlines.clone()];
-    let sweeper = deadlines::sweeper(tables, shutdown.clone());
+    let sweeper = deadlines::sweeper(tables, shutdown.clone())?;
     let connections = WaitGroup::new();
     let mut pause = Backoff::default();
     let result = loop {
@@ -189,7 +193,7 @@ pub fn run<C: Clock>(
     gateway.clients.close_all();
     gateway.upstream.deadlines.close_all();
     connections.wait();
-    sweeper.join().expect("the sweeper does not panic");
+    let _ = sweeper.join();
     waker.finish();
     result.map(|()| gateway.summary())
 }
@@ -308,10 +312,11 @@ impl<C: Clock> Gateway<C> {
             Decision::Queued { wait, .. } => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
                 // Smoothing: hold the request for its place in the queue.
-                // may sleeps whole milliseconds, at least 1 (a shorter
-                // sleep is unsafe in may 0.3.51).
+                // At high rates the wait is a few milliseconds, where may's
+                // own sleep can crash under load (`may_patterns::alarm`
+                // says why): the alarm's thread wakes this coroutine.
                 if !wait.is_zero() {
-                    may::coroutine::sleep(for_may(wait));
+                    self.alarm.sleep(wait);
                 }
                 self.forward(request, peer, fields)
             }
@@ -483,7 +488,7 @@ mod tests {
             header_timeout: Duration::from_secs(10),
         };
         let upstream = Upstream::new(backend.addr, Duration::from_secs(5), 4);
-        let gateway = Arc::new(Gateway::new(limiter, upstream, config));
+        let gateway = Arc::new(Gateway::new(limiter, upstream, config).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();

@@ -113,7 +113,7 @@ fn serve(config: Config) -> Result<(), String> {
         quota.burst()
     );
     let limiter = Limiter::new(AnyAlgorithm::new(config.algorithm, quota), config.max_keys);
-    let gateway = Arc::new(Gateway::new(
+    let gateway = Gateway::new(
         limiter,
         Upstream::new(upstream, config.upstream_timeout, config.upstream_idle),
         GatewayConfig {
@@ -122,7 +122,9 @@ fn serve(config: Config) -> Result<(), String> {
             idle_timeout: config.idle_timeout,
             header_timeout: config.header_timeout,
         },
-    ));
+    )
+    .map_err(|e| format!("cannot start the alarm thread: {e}"))?;
+    let gateway = Arc::new(gateway);
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     ctrlc::set_handler(move || stop.trigger())
