@@ -134,7 +134,15 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use may_patterns::runtime::configure_for_tests;
+    use may_patterns::runtime::TEST_SETTINGS;
+
+    /// One worker, as in `main`: these tests make dozens of connects at once.
+    fn configure_for_tests() {
+        configure_once(Settings {
+            workers: 1,
+            ..TEST_SETTINGS
+        });
+    }
 
     #[test]
     fn a_call_reports_success_a_status_and_a_refused_connection() {
