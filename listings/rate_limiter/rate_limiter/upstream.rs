@@ -15,8 +15,11 @@ use may_patterns::timeout::for_may;
 
 /// Headers that describe one connection, not the message (RFC 9110, 7.6.1):
 /// never passed from one side of the gateway to the other. `Host` and
-/// `Content-Length` are written anew for the upstream side.
-const HOP_BY_HOP: [&str; 10] = [
+/// `Content-Length` are written anew for the upstream side. `Expect:
+/// 100-continue` is answered (by waiting) on the client's side: the gateway
+/// has the whole body before it forwards, and an upstream's `100 Continue`
+/// would be read as its answer.
+const HOP_BY_HOP: [&str; 11] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -27,6 +30,7 @@ const HOP_BY_HOP: [&str; 10] = [
     "transfer-encoding",
     "upgrade",
     "host",
+    "expect",
 ];
 
 /// Counts of what the pool did, for the summary.
@@ -273,6 +277,7 @@ mod tests {
             ("Connection", "keep-alive, X-Trace"),
             ("X-Trace", "1"),
             ("Keep-Alive", "timeout=5"),
+            ("Expect", "100-continue"),
             ("Accept", "*/*"),
             ("X-Forwarded-For", "10.0.0.1"),
         ]);
