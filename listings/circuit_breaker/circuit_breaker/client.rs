@@ -4,17 +4,17 @@
 
 use std::io::{self, BufReader};
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use may::go;
 use may::net::TcpStream;
+use may_patterns::alarm::Alarm;
 use may_patterns::breaker::{Breaker, RetryBudget, RetryPolicy};
 use may_patterns::clock::{Clock, MonotonicClock};
 use may_patterns::http::{self, Limits};
 use may_patterns::timeout::for_may;
-
-use crate::phases::sleep_until;
 
 /// What stands between a caller and the backend. `None` leaves a block out.
 pub struct Protection {
@@ -62,6 +62,7 @@ pub fn call(
     addr: SocketAddr,
     protection: &Protection,
     clock: &MonotonicClock,
+    alarm: &Alarm,
     rng: &mut fastrand::Rng,
 ) -> CallRecord {
     let started = clock.now();
@@ -98,8 +99,8 @@ pub fn call(
         if !allowed {
             break Outcome::Failed;
         }
-        // At least 1 ms: may cannot sleep less (RetryPolicy::delay says so).
-        may::coroutine::sleep(protection.retry.delay(retry, rng));
+        // On the alarm thread, not a may timer (see may_patterns::alarm).
+        alarm.sleep(protection.retry.delay(retry, rng));
     };
     CallRecord {
         started,
@@ -110,21 +111,35 @@ pub fn call(
 }
 // ANCHOR_END: call
 
+// ANCHOR: attempt
 /// `GET /search?q=lamp`, within the timeout: the status it got.
+///
+/// The connection is made on a `may_patterns::blocking` thread, then handed
+/// to may: may 0.3.51's own connect registers the coroutine and goes on
+/// reading its connect state, which another worker may already have
+/// finished and dropped (`src/io/sys/unix/net/tcp_stream_connect.rs:113-130`).
+/// At 200 connections a second on two busy cores that panicked ("no data to
+/// deref for OptionCell") or crashed the process within seconds.
 fn attempt(addr: SocketAddr, timeout: Duration) -> io::Result<u16> {
     let timeout = for_may(timeout);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    let connect = move || std::net::TcpStream::connect_timeout(&addr, timeout);
+    let socket = may_patterns::blocking::run(connect)??;
+    // Safety: `into_raw_fd` hands the descriptor over; nothing else owns it.
+    let mut stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     http::write_request(&mut stream, "GET", "/search?q=lamp", "backend", &[], b"")?;
     let response = http::read_response(&mut BufReader::new(stream), &Limits::default())?;
     Ok(response.status)
 }
+// ANCHOR_END: attempt
 
 // ANCHOR: callers
 /// `concurrency` coroutines, each calling every `period` (their starts
 /// spread over one period) until `until` by `clock`; every call's record.
 /// A call that takes longer than `period` delays its caller's next one.
+/// Their waits (pacing, backoff) are kept by one [`Alarm`]: a few thousand
+/// short may sleeps a second is what may's timer race needs.
 pub fn run_callers(
     addr: SocketAddr,
     protection: Arc<Protection>,
@@ -133,17 +148,18 @@ pub fn run_callers(
     period: Duration,
     until: Duration,
     seed: u64,
-) -> Vec<CallRecord> {
+) -> io::Result<Vec<CallRecord>> {
+    let alarm = Arc::new(Alarm::new()?);
     let callers: Vec<_> = (0..concurrency)
         .map(|i| {
-            let protection = protection.clone();
+            let (protection, alarm) = (protection.clone(), alarm.clone());
             let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(u64::from(i)));
             let mut next = clock.now() + period * i / concurrency;
             go!(move || {
                 let mut records = Vec::new();
                 while next < until {
-                    sleep_until(&clock, next);
-                    records.push(call(addr, &protection, &clock, &mut rng));
+                    alarm.sleep(next.saturating_sub(clock.now()));
+                    records.push(call(addr, &protection, &clock, &alarm, &mut rng));
                     next += period;
                 }
                 records
@@ -155,7 +171,7 @@ pub fn run_callers(
         .flat_map(|caller| caller.join().expect("a caller does not panic"))
         .collect();
     records.sort_by_key(|r| r.started);
-    records
+    Ok(records)
 }
 // ANCHOR_END: callers
 
@@ -184,8 +200,14 @@ mod tests {
     fn one_call(backend: &Backend, protection: Protection) -> CallRecord {
         let addr = backend.addr;
         go!(move || {
-            let clock = MonotonicClock::new();
-            call(addr, &protection, &clock, &mut fastrand::Rng::with_seed(1))
+            let (clock, alarm) = (MonotonicClock::new(), Alarm::new().unwrap());
+            call(
+                addr,
+                &protection,
+                &clock,
+                &alarm,
+                &mut fastrand::Rng::with_seed(1),
+            )
         })
         .join()
         .unwrap()
@@ -215,10 +237,10 @@ mod tests {
         let addr = failing.addr;
         let records = go!(move || {
             let protection = protection(0, true);
-            let clock = MonotonicClock::new();
+            let (clock, alarm) = (MonotonicClock::new(), Alarm::new().unwrap());
             let mut rng = fastrand::Rng::with_seed(1);
             (0..30)
-                .map(|_| call(addr, &protection, &clock, &mut rng))
+                .map(|_| call(addr, &protection, &clock, &alarm, &mut rng))
                 .collect::<Vec<_>>()
         })
         .join()

@@ -25,7 +25,8 @@ pub struct Cli {
     /// PHASE:DURATION,... Phases: healthy (2ms), slow (40ms, 5% of requests
     /// 150ms), failing (500 after 2ms), hanging (no answer), recovering
     /// (10ms, cold but answering).
-    #[arg(long, default_value = "healthy:3s,slow:2s,failing:3s,recovering:3s",
+    #[arg(long, value_name = "SCRIPT",
+          default_value = "healthy:3s,slow:2s,failing:3s,recovering:3s",
           value_parser = parse_phases)]
     pub phases: Script,
     /// One timeline row per interval (and a new row at each phase).
@@ -58,10 +59,11 @@ pub struct Cli {
     #[arg(long, default_value = "50%", value_parser = share)]
     pub failure_rate: f64,
     /// A call slower than this counts as slow.
-    #[arg(long, default_value = "100ms", value_parser = positive_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub slow_call: Duration,
-    /// Trip when this share of the window's calls was slow.
-    #[arg(long, default_value = "50%", value_parser = share)]
+    /// Trip when this share of the window's calls was slow (the default:
+    /// only when every call is).
+    #[arg(long, default_value = "100%", value_parser = share)]
     pub slow_call_rate: f64,
     /// The breaker's window: a number of calls (20) or a time (10s).
     #[arg(long, default_value = "20", value_parser = window)]

@@ -11,10 +11,11 @@ use crate::config::{Phase, PhaseKind};
 
 // ANCHOR: behaviour
 /// The built-in backend's behaviour in a phase. The numbers are fixed so a
-/// run shows the same story every time: `slow` stays under the slow-call
-/// threshold but for its 5% tail, `failing` answers 500 fast, `hanging`
-/// never answers (only a timeout ends the call), `recovering` answers again,
-/// slower than `healthy`.
+/// run shows the same story every time: `slow` raises the latency and has
+/// a 5% tail that shows in the p99 (under the default slow-call threshold,
+/// 1 s; `--slow-call 30ms` makes every one of its calls slow), `failing`
+/// answers 500 fast, `hanging` never answers (only a timeout ends the
+/// call), `recovering` answers again, slower than `healthy`.
 pub fn behaviour(kind: PhaseKind) -> Behaviour {
     let ms = Duration::from_millis;
     let healthy = Behaviour {
@@ -96,8 +97,8 @@ pub fn starts(phases: &[Phase]) -> (Vec<Duration>, Duration) {
 
 // ANCHOR: drive
 /// Switch `backend` to each phase's behaviour at its start, by `clock`,
-/// and return when the script ends. Runs on the caller's thread (main's):
-/// its sleeps are may sleeps, which outside a coroutine sleep the thread.
+/// and return when the script ends. Runs on an OS thread of its own, not
+/// on a may worker, so its std sleeps hold up no coroutine.
 pub fn drive(backend: &Backend, phases: &[Phase], clock: &impl Clock) {
     let (starts, end) = starts(phases);
     for (phase, start) in phases.iter().zip(starts) {
@@ -108,12 +109,8 @@ pub fn drive(backend: &Backend, phases: &[Phase], clock: &impl Clock) {
 }
 // ANCHOR_END: drive
 
-/// Sleep until `clock` reads `at` (at least 1 ms per sleep, as may needs).
-pub fn sleep_until(clock: &impl Clock, at: Duration) {
-    let now = clock.now();
-    if at > now {
-        may::coroutine::sleep(may_patterns::timeout::for_may(at - now));
-    }
+fn sleep_until(clock: &impl Clock, at: Duration) {
+    std::thread::sleep(at.saturating_sub(clock.now()));
 }
 
 #[cfg(test)]

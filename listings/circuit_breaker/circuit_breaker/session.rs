@@ -100,7 +100,8 @@ pub fn run(cli: &Cli) -> Result<Session, Failure> {
             end,
             cli.seed,
         )
-    });
+    })
+    .map_err(|e| Failure::Run(format!("cannot start the callers' alarm thread: {e}")))?;
     Ok(Session {
         records,
         // Every transition was sent before the callers were joined.

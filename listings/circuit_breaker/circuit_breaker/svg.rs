@@ -41,7 +41,10 @@ pub fn render(timeline: &Timeline, phases: &[Phase]) -> String {
     let x = |t_ms: f64| LEFT + (RIGHT - LEFT) * (t_ms / end_ms).clamp(0.0, 1.0);
     let rate_y = |rate: f64| BOTTOM - (BOTTOM - TOP) * rate;
     let latency_y = |ms: f64| {
-        let (low, high) = (LATENCY_TICKS[0].0.log10(), LATENCY_TICKS[LATENCY_TICKS.len() - 1].0.log10());
+        let (low, high) = (
+            LATENCY_TICKS[0].0.log10(),
+            LATENCY_TICKS[LATENCY_TICKS.len() - 1].0.log10(),
+        );
         let share = (ms.max(LATENCY_TICKS[0].0).log10() - low) / (high - low);
         BOTTOM - (BOTTOM - TOP) * share.min(1.0)
     };
