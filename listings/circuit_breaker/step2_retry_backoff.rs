@@ -5,8 +5,8 @@
 //! recovers. The same open loop of callers as in step 1 runs three times:
 //! without retries, with 3 immediate retries (the loop most code starts
 //! with), and with 3 retries spaced by `RetryPolicy`'s exponential backoff
-//! with full jitter. What the failing backend received per call made is the
-//! load amplification.
+//! with full jitter. The requests made per call that met the outage are the
+//! load amplification on the failing backend.
 
 use std::io::{BufReader, ErrorKind};
 use std::net::SocketAddr;
@@ -147,8 +147,7 @@ impl Report {
 /// One call every `every` against a fresh backend that fails every request
 /// from call number `outage.start` until call number `outage.end` starts.
 fn run(calls: u64, every: Duration, outage: Range<u64>, retries: Retries) -> Report {
-    // Answers at once: a backend delay is a socket read timeout per request,
-    // and this run makes hundreds of requests (see the pitfalls on timers).
+    // Answers at once: what the run measures is the retries, not a delay.
     let config = BackendConfig::new("dependency", Duration::ZERO);
     let healthy = config.behaviour();
     let failing = Behaviour {

@@ -160,8 +160,7 @@ fn run(
     retries: Retries,
     budget: Option<Arc<RetryBudget>>,
 ) -> Report {
-    // Answers at once: a backend delay is a socket read timeout per request,
-    // and this run makes hundreds of requests (see the pitfalls on timers).
+    // Answers at once: what the run measures is the retries, not a delay.
     let config = BackendConfig::new("dependency", Duration::ZERO);
     let healthy = config.behaviour();
     let failing = Behaviour {
