@@ -1,9 +1,10 @@
 //! Step 3: a retry budget: retries may add at most 20% to the calls.
 //!
 //! Step 2's outage again, with step 2's two retry policies, each with and
-//! without a `RetryBudget` shared by every caller (Finagle's design: 20% of
-//! the calls in the last 100 ms, plus 10 retries a second). A retry the
-//! budget refuses is not made: the call fails with what it got.
+//! without a `RetryBudget` shared by every caller (Finagle's design, on this
+//! run's scale: 20% of the calls in the last 100 ms, plus 10 retries a
+//! second). A retry the budget refuses is not made: the call fails with what
+//! it got.
 
 use std::io::{BufReader, ErrorKind};
 use std::net::SocketAddr;
