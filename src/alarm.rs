@@ -14,15 +14,16 @@
 //! - a coroutine sleep: `Sleep::subscribe` hands the coroutine to the timer
 //!   list, then registers its cancel data (`src/sleep.rs:17-29`). A timer
 //!   that fires in between runs the coroutine on the timer thread while its
-//!   old worker still writes to it ("no data to deref for OptionCell", or a
-//!   segmentation fault).
+//!   old worker still writes to it (the heap corruption of the book's
+//!   Pitfalls reference, "Known may 0.3.51 bugs").
 //!
 //! Either needs the worker thread to be held off its CPU for the whole
 //! timeout between two of its own statements. On an idle machine that does
 //! not happen; on two busy cores, with waits of a few milliseconds, it does:
-//! the circuit-breaker program (200 calls a second, each with a 2 ms
-//! backend wait and a pacing sleep) crashed in 3 of 6 runs at a load
-//! average of 5. [`Alarm`] keeps such waits on its own OS thread instead: a
+//! in the circuit-breaker program (200 calls a second, each with a 2 ms
+//! backend wait) the event loop panicked in 3 of 6 runs at a load average
+//! of 5, and in none of 6 once the backend waited on an alarm instead.
+//! [`Alarm`] keeps such waits on its own OS thread: a
 //! coroutine parks on a may channel with no timeout, and the alarm thread
 //! sends to it when the time comes; a socket's wait ends by the alarm thread
 //! shutting the socket's reading side. Long timeouts (a quarter second and
