@@ -3,15 +3,17 @@
 
 use std::io::{self, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use may::net::TcpStream;
-
-use crate::deadlines::{Deadlines, Watch};
+use may_patterns::blocking;
 use may_patterns::http::{self, header, Limits, Request, Response};
 use may_patterns::timeout::for_may;
+
+use crate::deadlines::{Deadlines, Watch};
 
 /// Headers that describe one connection, not the message (RFC 9110, 7.6.1):
 /// never passed from one side of the gateway to the other. `Host` and
@@ -126,12 +128,21 @@ impl Upstream {
         }
     }
 
-    /// A new connection. Its reads and writes get no socket timeout (see
-    /// `deadlines` for why); the connect itself does, since no socket
-    /// exists to watch until it returns, and it only waits when the
-    /// upstream's host does not answer at all.
+    /// A new connection, connected on a `may_patterns::blocking` thread
+    /// with std's `connect_timeout` (a kernel wait, no may timer), then
+    /// handed to may. may 0.3.51's own connect hands the coroutine to the
+    /// event loop and then reads its connect state again, which another
+    /// worker may already have finished and dropped
+    /// (`may-0.3.51/src/io/sys/unix/net/tcp_stream_connect.rs:113-130`): a
+    /// connect per request under load is where that strikes (the circuit
+    /// breaker chapter met it). Reads and writes get no socket timeout
+    /// (see `deadlines` for why).
     fn connect(&self) -> io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+        let (addr, timeout) = (self.addr, self.timeout);
+        let socket = blocking::run(move || std::net::TcpStream::connect_timeout(&addr, timeout))
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        // Safety: `into_raw_fd` hands the descriptor over; nothing else owns it.
+        let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
         stream.set_nodelay(true)?;
         let watch = self.deadlines.watch(&stream)?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -201,8 +212,9 @@ impl Upstream {
 // ANCHOR_END: pool
 
 /// Connect once: is the upstream there at all?
+/// Called from `main`'s thread, not a coroutine: std's connect is fine.
 pub fn probe(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
-    TcpStream::connect_timeout(&addr, for_may(timeout)).map(drop)
+    std::net::TcpStream::connect_timeout(&addr, timeout).map(drop)
 }
 
 fn is_idempotent(method: &str) -> bool {
