@@ -153,7 +153,11 @@ fn main() {
     let runs: Vec<(&str, Cli, Session)> = WAYS
         .iter()
         .map(|&(name, flags)| {
-            let args = [&["circuit_breaker", "--phases", SCRIPT, "--rate", "200"], flags].concat();
+            let args = [
+                &["circuit_breaker", "--phases", SCRIPT, "--rate", "200"],
+                flags,
+            ]
+            .concat();
             let cli = Cli::try_parse_from(args).expect("the bench's flags parse");
             let session = session::run(&cli).unwrap_or_else(|e| panic!("{name}: {e:?}"));
             println!("{name}: {} calls", session.records.len());
@@ -217,7 +221,10 @@ fn main() {
     let slices = phases::slices(&breaker_cli.phases.0, breaker_cli.interval);
     let mut timeline = timeline::build(&slices, &breaker_run.records, &breaker_run.transitions);
     timeline.backend_requests = breaker_run.backend_requests;
-    write_book("timeline.svg", &svg::render(&timeline, &breaker_cli.phases.0));
+    write_book(
+        "timeline.svg",
+        &svg::render(&timeline, &breaker_cli.phases.0),
+    );
 }
 
 /// The three targets, each with what was measured and whether it

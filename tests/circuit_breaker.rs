@@ -124,7 +124,10 @@ fn the_breaker_opens_while_failing_and_closes_once_recovering() {
     );
     // Open for 500 ms at most after the backend recovers, then one round of
     // probes (10 ms each); loose, for a busy machine.
-    assert!(*into_phase_ms < 1000.0, "closed {into_phase_ms} ms into recovery");
+    assert!(
+        *into_phase_ms < 1000.0,
+        "closed {into_phase_ms} ms into recovery"
+    );
     assert_eq!(
         timeline["backend_requests"].as_u64(),
         timeline["sent"].as_u64(),
@@ -136,7 +139,10 @@ fn the_breaker_opens_while_failing_and_closes_once_recovering() {
 fn while_open_the_failing_backend_gets_few_requests() {
     let (calls, sent) = phase_totals(&runs().breaker, "failing");
     let (calls_without, sent_without) = phase_totals(&runs().no_breaker, "failing");
-    assert!(calls > 200 && calls_without > 200, "{calls} / {calls_without}");
+    assert!(
+        calls > 200 && calls_without > 200,
+        "{calls} / {calls_without}"
+    );
     // The trip takes 10 failures; then 3 probes per half-second.
     assert!(sent * 10 < calls, "{sent} attempts for {calls} calls");
     assert!(
@@ -168,7 +174,10 @@ fn the_svg_is_well_formed_with_every_series() {
         .count();
     assert_eq!(with_class("state-open").len(), opens);
     assert_eq!(with_class("state-half-open").len(), opens);
-    let phases: Vec<&str> = with_class("phase").iter().filter_map(|n| n.text()).collect();
+    let phases: Vec<&str> = with_class("phase")
+        .iter()
+        .filter_map(|n| n.text())
+        .collect();
     assert_eq!(phases, ["healthy", "failing", "recovering"]);
     assert!(
         !svg.contains("#000") && !svg.contains("black"),
