@@ -210,7 +210,7 @@ fn main() {
         "circuit_breaker",
         "benchmarks.md",
         &format!(
-            "One run of `{SCRIPT}` per column, {RATE} calls/s from 10 callers, 250 ms per-attempt \
+            "One run of `{SCRIPT}` per column, {RATE} calls/s from 10 callers, 1 s per-attempt \
              timeout, 3 retries with full jitter from 10 ms; the breaker: window 20, 10 calls minimum, \
              50% failures, open 1 s, 3 probes; the budget: 20% of calls plus 10/s."
         ),

@@ -38,8 +38,9 @@ pub struct Cli {
     /// Coroutines making calls; each makes one call every concurrency/rate.
     #[arg(long, default_value_t = 10, value_parser = at_least_one::<u32>)]
     pub concurrency: u32,
-    /// Each attempt's timeout, for the connect and for every read and write.
-    #[arg(long, default_value = "250ms", value_parser = positive_duration)]
+    /// Each attempt's timeout, for the connect and for every read and write
+    /// (long enough that a busy machine's pause is not taken for a failure).
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub timeout: Duration,
     /// Retries after a failed attempt (0: none), with exponential backoff
     /// and full jitter.

@@ -168,9 +168,11 @@ pub fn build(slices: &[Slice], records: &[CallRecord], transitions: &[Transition
 }
 // ANCHOR_END: build
 
-/// A measured duration as the book prints them: `4µs`, `2.3ms`, `1.25s`.
+/// A measured duration as the book prints them: `850ns`, `4µs`, `2.3ms`,
+/// `1.25s`.
 pub fn duration_text(ms: f64) -> String {
     match ms {
+        m if m < 0.001 => format!("{:.0}ns", m * 1e6),
         m if m < 1.0 => format!("{:.0}µs", m * 1000.0),
         m if m < 1000.0 => format!("{m:.1}ms"),
         m => format!("{:.2}s", m / 1000.0),
