@@ -376,6 +376,8 @@ fn main() {
         }
     }
     let examples = &examples_dir();
+    let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_average = load_average.split_whitespace().next().unwrap_or("unknown");
     let dir = &tempfile::tempdir().unwrap();
     type Start<'a> = Box<dyn Fn(&str) -> (Running, String) + 'a>;
     let configurations: Vec<(&str, (u64, u64), Start)> = [LIMITED, UNLIMITED]
@@ -407,8 +409,6 @@ fn main() {
         .zip(runs)
         .map(|((what, limit, _), runs)| row(what, *limit, runs))
         .collect();
-    let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load_average = load_average.split_whitespace().next().unwrap_or("unknown");
     let note = format!(
         "{NOTE} The machine's load average (1 minute) before the runs: {load_average}; \
          other work on the same cores stalls both systems, and a limiter cannot admit \
