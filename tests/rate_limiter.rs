@@ -492,7 +492,9 @@ end
 #[test]
 fn under_wrk_for_ten_seconds_the_admitted_rate_is_the_configured_one() {
     const RATE: u64 = 500;
-    const BURST: u64 = 50;
+    // Half a second's worth: a stall of the machine shorter than that (a
+    // busy CI box) costs no admission, since GCRA keeps up to a burst.
+    const BURST: u64 = 250;
     let gateway = Gateway::start(&[
         "--demo",
         "--rate",
