@@ -304,7 +304,6 @@ mod tests {
         // a call enough to fill the bulkhead (then from the cache).
         let healthy = &reports[0];
         assert_eq!((healthy.fresh + healthy.cached, healthy.default), (6, 0));
-        assert!(healthy.fresh >= 3, "{healthy:?}");
         // Every "sofa" (1 in 4) has no cached answer.
         assert_eq!(
             (reports[1].fresh, reports[1].cached, reports[1].default),
