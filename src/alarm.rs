@@ -36,7 +36,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What the alarm thread does when an entry is due.
@@ -70,6 +70,14 @@ pub struct Ring {
     fired: Arc<AtomicBool>,
     id: u64,
     tx: mpsc::Sender<Message>,
+}
+
+/// One alarm for the whole process, started on first use: for library code
+/// that waits now and then and has no alarm of its own to be handed (the
+/// rate limiter's `acquire`). Panics only if the OS refuses a thread.
+pub fn shared() -> &'static Alarm {
+    static SHARED: OnceLock<Alarm> = OnceLock::new();
+    SHARED.get_or_init(|| Alarm::new().expect("the OS starts the alarm thread"))
 }
 
 impl Alarm {
@@ -206,6 +214,17 @@ mod tests {
             assert!(slept >= asked, "{slept:?} < {asked:?}");
             assert!(slept < asked + Duration::from_secs(1), "{slept:?}");
         }
+    }
+
+    #[test]
+    fn the_shared_alarm_is_one_alarm_and_keeps_time() {
+        configure_for_tests();
+        assert!(std::ptr::eq(shared(), shared()));
+        let started = Instant::now();
+        go!(|| shared().sleep(Duration::from_millis(5)))
+            .join()
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(5));
     }
 
     #[test]

@@ -58,19 +58,22 @@ impl Reservation {
 
     /// Park the calling coroutine until `clock` reads at least
     /// [`at`](Self::at). Each sleep is the time still to go, rounded up to
-    /// whole milliseconds by [`for_may`] (may 0.3.51 ignores a shorter
-    /// timeout), then the clock is read again: with a real clock that is one
-    /// sleep, returning at most about 1 ms late; with a
-    /// [`ManualClock`](crate::clock::ManualClock) the caller goes only once
-    /// a test has moved the clock that far, so a test decides who goes when.
-    /// Outside a coroutine may's `sleep` sleeps the thread.
+    /// whole milliseconds by [`for_may`] (so a clock that does not move is
+    /// re-read once a millisecond, not in a spin), then the clock is read
+    /// again: with a real clock that is one sleep, returning at most about
+    /// 1 ms late; with a [`ManualClock`](crate::clock::ManualClock) the
+    /// caller goes only once a test has moved the clock that far, so a test
+    /// decides who goes when. The sleep is kept by the process's shared
+    /// [`alarm`](crate::alarm::shared), not by a may timer: may 0.3.51's
+    /// sleep can race its timer thread under load (the book's pitfalls
+    /// appendix). Outside a coroutine it parks the thread.
     pub fn wait<C: Clock>(self, clock: &C) {
         loop {
             let now = clock.now();
             if now >= self.at {
                 return;
             }
-            may::coroutine::sleep(for_may(self.at - now));
+            crate::alarm::shared().sleep(for_may(self.at - now));
         }
     }
 }

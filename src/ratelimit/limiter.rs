@@ -133,8 +133,8 @@ where
     /// `cost` (more than the burst, or a window's rate),
     /// [`AcquireError::Deadline`] with the time it would have taken.
     ///
-    /// It returns at the reserved time, or up to about 1 ms after it (may
-    /// sleeps whole milliseconds). A caller cancelled while it waits leaves
+    /// It returns at the reserved time, or up to about 1 ms after it (the
+    /// wait is rounded up to whole milliseconds). A caller cancelled while it waits leaves
     /// its units consumed: the limiter admits less, never more. (`Clone` on
     /// the state: the search for the turn runs on a copy, so a refusal
     /// consumes nothing; every algorithm here has it.)
