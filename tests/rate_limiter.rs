@@ -375,6 +375,33 @@ fn send_and_read(addr: &str, bytes: &[u8]) -> (String, Duration) {
 }
 
 #[test]
+fn a_request_cut_short_by_a_half_close_is_told_why() {
+    use std::io::Read;
+    let gateway = Gateway::start(&["--demo"]);
+    // What `printf 'GET / HTTP/1.1\r\n' | nc HOST PORT` sends: part of a
+    // head, then end-of-file on the client's sending side.
+    let mut socket = std::net::TcpStream::connect(&gateway.addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .write_all(b"GET /search?q=x HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    socket
+        .read_to_string(&mut answer)
+        .expect("closed within 10 s");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(
+        answer.contains("in the middle of a message head"),
+        "says what was wrong: {answer:?}"
+    );
+    let summary = gateway.stop();
+    assert_eq!(summary["bad_requests"], 1, "{summary}");
+}
+
+#[test]
 fn slow_clients_and_a_hanging_upstream_meet_their_deadlines() {
     let backend = Backend::start(&["--hang"]);
     let gateway = Gateway::start(&[

@@ -272,8 +272,13 @@ fn refusal(e: &io::Error) -> Option<Reply> {
         ErrorKind::InvalidData if why.contains("over the limit") => {
             Some(Reply::text(413, "Content Too Large", why, vec![]))
         }
-        ErrorKind::InvalidData => Some(Reply::text(400, "Bad Request", why, vec![])),
-        _ => None, // gone mid-request, or reset
+        // Malformed, or ended before it was whole: a client that shut only
+        // its sending side (`nc` does at the end of its input) still reads,
+        // and is told why; one that is gone just fails the write.
+        ErrorKind::InvalidData | ErrorKind::UnexpectedEof => {
+            Some(Reply::text(400, "Bad Request", why, vec![]))
+        }
+        _ => None, // reset, or another socket error: nobody to tell
     }
 }
 // ANCHOR_END: connection
