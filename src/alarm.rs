@@ -46,6 +46,8 @@ enum Action {
     /// Shut down the reading side of this socket (a duplicate descriptor of
     /// the watched one), after marking the ring as fired.
     ShutdownRead(std::net::TcpStream, Arc<AtomicBool>),
+    /// Run this closure on the alarm thread.
+    Call(Box<dyn FnOnce() + Send>),
 }
 
 enum Message {
@@ -126,6 +128,35 @@ impl Alarm {
             tx: self.tx.clone(),
         })
     }
+
+    /// At `at`, run `f` on the alarm thread, unless the returned [`Call`]
+    /// was dropped first. For a coroutine that waits on a channel for other
+    /// things too: `f` sends it a message (the reactive time operators send
+    /// their tick this way), so it waits on one channel and misses nothing.
+    /// `f` must be short, a channel send: every other alarm of the process
+    /// waits while it runs. A panic in `f` is caught and dropped, so the
+    /// alarm keeps working for everyone else.
+    pub fn call_at(&self, at: Instant, f: impl FnOnce() + Send + 'static) -> Call {
+        let id = self.add(at, Action::Call(Box::new(f)));
+        Call {
+            id,
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// A pending [`Alarm::call_at`]; dropping it cancels the call if it has
+/// not run yet.
+pub struct Call {
+    id: u64,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // If the call already ran, the alarm finds nothing to cancel.
+        let _ = self.tx.send(Message::Cancel(self.id));
+    }
 }
 
 impl Ring {
@@ -148,24 +179,33 @@ fn keep(rx: mpsc::Receiver<Message>) {
     let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut actions = HashMap::new();
     loop {
-        let message = match due.peek() {
+        let mut message = match due.peek() {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(Reverse((at, _))) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
-        match message {
-            Ok(Message::Add {
-                due: at,
-                id,
-                action,
-            }) => {
-                due.push(Reverse((at, id)));
-                actions.insert(id, action);
+        // Take every message already queued before firing anything, so a
+        // cancel sent before its entry fell due is honoured even when this
+        // thread was held off its CPU past that time.
+        loop {
+            match message {
+                Ok(Message::Add {
+                    due: at,
+                    id,
+                    action,
+                }) => {
+                    due.push(Reverse((at, id)));
+                    actions.insert(id, action);
+                }
+                Ok(Message::Cancel(id)) => {
+                    actions.remove(&id); // its heap entry finds nothing when due
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
             }
-            Ok(Message::Cancel(id)) => {
-                actions.remove(&id); // its heap entry finds nothing when due
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            message = rx.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            });
         }
         let now = Instant::now();
         while let Some(&Reverse((at, id))) = due.peek() {
@@ -180,6 +220,9 @@ fn keep(rx: mpsc::Receiver<Message>) {
                 Some(Action::ShutdownRead(socket, fired)) => {
                     fired.store(true, Ordering::SeqCst); // before the reader sees end-of-file
                     let _ = socket.shutdown(std::net::Shutdown::Read);
+                }
+                Some(Action::Call(f)) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
                 }
                 None => {} // cancelled
             }
@@ -225,6 +268,28 @@ mod tests {
             .join()
             .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_call_runs_at_its_time_and_a_dropped_one_never_runs() {
+        configure_for_tests();
+        let alarm = Alarm::new().unwrap();
+        let (tx, rx) = may::sync::mpsc::channel();
+        let started = Instant::now();
+        let late = tx.clone();
+        let dropped = alarm.call_at(started + Duration::from_millis(5), move || {
+            late.send("dropped").unwrap()
+        });
+        drop(dropped);
+        let _panics = alarm.call_at(started, || panic!("caught on the alarm thread"));
+        let _kept = alarm.call_at(started + Duration::from_millis(20), move || {
+            tx.send("kept").unwrap()
+        });
+        // The dropped call's sender went with it, so after "kept" the
+        // channel is empty and disconnected.
+        assert_eq!(rx.recv().unwrap(), "kept");
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(rx.recv().is_err(), "the dropped call never ran");
     }
 
     #[test]
