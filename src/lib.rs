@@ -31,6 +31,8 @@
 //! - [`ratelimit`]: admit at most a quota per key and period, by six
 //!   algorithms, with bounded memory per flood of keys (the rate-limiting
 //!   chapter).
+//! - [`reactive`]: reactive streams with demand (`request(n)`), cold
+//!   sources on coroutines and operators (the reactive-pipeline chapter).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
 //! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
 //!   (the primer's echo server, and every server after it).
@@ -56,6 +58,7 @@ pub mod json;
 pub mod machine;
 pub mod pace;
 pub mod ratelimit;
+pub mod reactive;
 pub mod runtime;
 pub mod shutdown;
 pub mod stage;
