@@ -20,7 +20,6 @@
 //! (a re-armed timer's old tick is cancelled, or ignored by its generation
 //! number if it was already sent).
 
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,7 +40,7 @@ pub type Source = usize;
 /// the one place that emits what the demand allows and asks upstream for
 /// more. Once the operator ends the stream (`complete` or `fail`), or the
 /// subscriber cancels, no further call is made.
-pub trait Operator<I, U>: Send + 'static {
+pub trait Operator<I: Send + 'static, U: Send + 'static>: Send + 'static {
     /// The stream starts: subscribe the upstreams, arm a timer if needed.
     fn start(&mut self, cx: &mut Funnel<I, U>);
     /// An item from `source`.
@@ -566,16 +565,6 @@ impl Credit {
         if free > 0 && free * 2 >= self.limit {
             cx.request(self.source, free);
             self.used = self.limit;
-        }
-    }
-}
-
-/// Emit items from `queue` while there is demand.
-pub fn drain<I: Send + 'static, U: Send + 'static>(cx: &mut Funnel<I, U>, queue: &mut VecDeque<U>) {
-    while cx.demand() > 0 {
-        match queue.pop_front() {
-            Some(item) => cx.emit(item),
-            None => break,
         }
     }
 }

@@ -30,15 +30,20 @@
 //! ```
 
 mod bridge;
+mod combine;
 mod error;
 mod flux;
+pub mod funnel;
 mod ops;
 mod probe;
+mod retry;
 mod signal;
 mod subscriber;
 mod subscription;
+mod time;
 
 pub use bridge::{Iter, COLLECT_PREFETCH};
+pub use combine::PER_SOURCE;
 pub use error::Error;
 pub use flux::{Flux, Publisher};
 pub use probe::{Probe, ProbeSubscriber, SerialCheck, SerialGuard};
