@@ -28,6 +28,9 @@
 //!   appendix).
 //! - [`pace`]: simulated per-item waits without sub-millisecond coroutine
 //!   sleeps (which may 0.3.51 gets wrong).
+//! - [`pool`]: a worker pool between `min` and `max` coroutines, with a
+//!   bounded queue, job handles, caught panics and drain-or-cancel shutdown
+//!   (the worker-pool chapter).
 //! - [`ratelimit`]: admit at most a quota per key and period, by six
 //!   algorithms, with bounded memory per flood of keys (the rate-limiting
 //!   chapter).
@@ -57,6 +60,7 @@ pub mod http;
 pub mod json;
 pub mod machine;
 pub mod pace;
+pub mod pool;
 pub mod ratelimit;
 pub mod reactive;
 pub mod runtime;
