@@ -1,0 +1,139 @@
+//! `--demo`: three demo backends (fast, medium, slow) and one address where
+//! nothing listens, the server on a free port, and a scripted typist that
+//! types into it and prints what comes back, as a user's terminal would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown as SocketShutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use may::go;
+use may::net::TcpListener;
+use may_patterns::backend::{Backend, BackendConfig};
+use may_patterns::shutdown::Shutdown;
+
+use crate::cli::Cli;
+use crate::keystrokes::LineLimits;
+use crate::search::Backends;
+use crate::server::{self, Summary};
+use crate::session::Config;
+
+// ANCHOR: script
+/// What the typist types: groups of keystrokes 10 ms apart, then a pause.
+/// Every gap inside a group is far below the default 150 ms debounce, and
+/// every pause far above it (and above the slowest backend's 600 ms where
+/// a search should finish), so each run shows the same lines.
+const SCRIPT: &[(&[&str], u64)] = &[
+    (&["l", "la", "lam", "lamp"], 300), // one search: "lamp"; shop2 is slow
+    (&["lamps"], 1000),                 // "lamp" superseded, shop2's call cancelled
+    (&["lamp", "lamps"], 300),          // back to "lamps" within the debounce: a repeat
+    (&[""], 300),                       // the box cleared
+    (&["desk lamp"], 300),              // not a query the backends take
+    (&["desk"], 1000),                  // one more search
+];
+// ANCHOR_END: script
+
+/// Run the demo; `Err` is a sentence saying what could not be started.
+pub fn run(cli: &Cli) -> Result<(), String> {
+    let shops: Vec<Backend> = [("shop0", 15), ("shop1", 60), ("shop2", 600)]
+        .into_iter()
+        .map(|(name, ms)| Backend::start(BackendConfig::new(name, Duration::from_millis(ms))))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start the demo backends: {e}"))?;
+    // A port that was just released: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot pick a free port: {e}"))?;
+    let mut addrs: Vec<SocketAddr> = shops.iter().map(|b| b.addr).collect();
+    addrs.push(dead);
+    let config = Arc::new(Config {
+        debounce: cli.debounce,
+        limits: LineLimits {
+            max_line: cli.max_line,
+            idle: cli.idle_timeout,
+        },
+        json: cli.json,
+        backends: Arc::new(Backends {
+            addrs,
+            timeout: cli.timeout,
+            cancelled: AtomicU64::new(0),
+        }),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let shutdown = Shutdown::new();
+    let server = {
+        let (shutdown, max) = (shutdown.clone(), cli.max_connections);
+        go!(move || server::run(listener, shutdown, config, max))
+    };
+    type_the_script(addr, cli.max_line, cli.json).map_err(|e| format!("the typist: {e}"))?;
+    shutdown.trigger();
+    let summary: Summary = server
+        .join()
+        .map_err(|_| "the server panicked".to_owned())?
+        .map_err(|e| format!("the server stopped: {e}"))?;
+    if cli.json {
+        let json = serde_json::to_string(&summary).expect("a summary serialises");
+        println!("{json}");
+    } else {
+        println!("{summary}");
+    }
+    for (shop, name) in shops.iter().zip(["shop0", "shop1", "shop2"]) {
+        let stat = |c: &AtomicU64| c.load(Ordering::SeqCst);
+        let s = &shop.stats;
+        println!(
+            "{} at {}: {} requests, {} answered, {} left by their client before the answer",
+            name,
+            shop.addr,
+            stat(&s.requests),
+            stat(&s.answered),
+            stat(&s.client_gone)
+        );
+    }
+    Ok(())
+}
+
+// ANCHOR: typist
+/// The user: a plain client on this OS thread (not a may worker, so std
+/// sockets and sleeps are right here), typing the script and then one line
+/// longer than the limit; a second thread prints every line that comes
+/// back, until the server closes the connection.
+fn type_the_script(addr: SocketAddr, max_line: usize, json: bool) -> std::io::Result<()> {
+    let mut keys = std::net::TcpStream::connect(addr)?;
+    let screen = BufReader::new(keys.try_clone()?);
+    let printer = std::thread::spawn(move || {
+        for line in screen.lines().map_while(Result::ok) {
+            println!("{line}");
+        }
+    });
+    let long = ["x".repeat(max_line + 1)];
+    let long: [&str; 1] = [&long[0]];
+    let script = SCRIPT.iter().copied().chain([(&long[..], 0)]);
+    for (group, pause_ms) in script {
+        for (i, key) in group.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            writeln!(keys, "{key}")?;
+        }
+        let shown: Vec<String> = group.iter().map(|k| shorten(k)).collect();
+        match json {
+            true => println!("{{\"typed\":{}}}", serde_json::to_string(&shown).unwrap()),
+            false => println!("typed: {}", shown.join(" | ")),
+        }
+        std::thread::sleep(Duration::from_millis(pause_ms));
+    }
+    let _ = keys.shutdown(SocketShutdown::Write);
+    printer.join().expect("the printer thread does not panic");
+    Ok(())
+}
+
+/// A key as the demo prints it: the long line by its length.
+fn shorten(key: &str) -> String {
+    match key.len() {
+        0..=20 => format!("{key:?}"),
+        n => format!("({n} x's)"),
+    }
+}
+// ANCHOR_END: typist
