@@ -168,6 +168,11 @@ impl<T: Send + 'static> Probe<T> {
         subscription.cancel()
     }
 
+    /// The subscription, once `on_subscribe` has brought it.
+    pub fn subscription(&self) -> Option<Subscription> {
+        self.shared.lock().subscription.clone()
+    }
+
     /// Whether `on_error` or `on_complete` has arrived.
     pub fn is_terminated(&self) -> bool {
         self.shared.lock().terminated
