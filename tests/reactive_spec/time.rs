@@ -16,12 +16,14 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Two bursts of keys 5 ms apart, 200 ms between them.
+/// Two bursts of keys 5 ms apart, the second 400 ms after the first: the
+/// operators' times (100 ms) are far from both, so a busy machine that
+/// delays a coroutine by tens of milliseconds does not change the outcome.
 fn two_bursts() -> Flux<&'static str> {
-    let steps = [(0, "a"), (5, "b"), (10, "c"), (210, "d"), (215, "e")];
+    let steps = [(0, "a"), (5, "b"), (10, "c"), (400, "d"), (405, "e")];
     Flux::scripted(
         steps.iter().map(|&(at, key)| (ms(at), key)).collect(),
-        Some(ms(300)),
+        Some(ms(500)),
     )
 }
 
@@ -76,7 +78,7 @@ pub enum End {
 pub struct Then {
     pub items: Vec<u64>,
     pub end: End,
-    /// Set when a stalled source saw its cancel.
+    /// Set when the source saw its cancel.
     pub stopped: Arc<AtomicBool>,
 }
 
@@ -89,7 +91,7 @@ impl Publisher<u64> for Then {
             for item in items {
                 match demand.take_one() {
                     Ok(true) => subscriber.on_next(item),
-                    _ => return,
+                    _ => return stopped.store(true, Ordering::SeqCst),
                 }
             }
             match end {
@@ -138,7 +140,7 @@ pub fn all<T: Clone + Send + 'static>(flux: &Flux<T>) -> (Vec<T>, Vec<Signal<T>>
 #[test]
 fn buffer_closes_a_batch_by_count_or_by_time() {
     init();
-    let (items, signals, violations) = all(&two_bursts().buffer(2, ms(50)));
+    let (items, signals, violations) = all(&two_bursts().buffer(2, ms(100)));
     assert_eq!(items, vec![vec!["a", "b"], vec!["c"], vec!["d", "e"]]);
     assert_eq!(signals.last(), Some(&Signal::Complete));
     assert!(violations.is_empty(), "{violations:?}");
@@ -171,7 +173,7 @@ fn rule_1_1_buffer_sends_no_batch_beyond_demand_and_holds_a_bounded_backlog() {
 #[test]
 fn debounce_emits_the_last_item_of_each_burst() {
     init();
-    let (items, signals, violations) = all(&two_bursts().debounce(ms(50)));
+    let (items, signals, violations) = all(&two_bursts().debounce(ms(100)));
     assert_eq!(items, vec!["c", "e"]);
     assert_eq!(signals.last(), Some(&Signal::Complete));
     assert!(violations.is_empty(), "{violations:?}");
@@ -183,7 +185,7 @@ fn rule_1_1_debounce_keeps_one_latest_item_for_a_subscriber_without_demand() {
     let (probe, subscriber) = Probe::new();
     two_bursts().debounce(ms(20)).subscribe(subscriber);
     // Both bursts go quiet while nothing is requested: only the latest waits.
-    std::thread::sleep(ms(400));
+    std::thread::sleep(ms(600));
     assert_eq!(probe.next_count(), 0);
     probe.request(5);
     let signals = probe.wait_terminal(WAIT);
@@ -194,7 +196,7 @@ fn rule_1_1_debounce_keeps_one_latest_item_for_a_subscriber_without_demand() {
 #[test]
 fn throttle_emits_the_first_item_of_each_window() {
     init();
-    let (items, _, violations) = all(&two_bursts().throttle(ms(50)));
+    let (items, _, violations) = all(&two_bursts().throttle(ms(100)));
     assert_eq!(items, vec!["a", "d"]);
     assert!(violations.is_empty(), "{violations:?}");
 }
@@ -202,14 +204,14 @@ fn throttle_emits_the_first_item_of_each_window() {
 #[test]
 fn sample_emits_the_latest_item_each_period() {
     init();
-    // Ticks at 100, 200, 300 ms: the first finds "c", the second nothing
-    // new, the third "e"; the source completes at 300 ms, with nothing left.
-    let steps = [(0, "a"), (5, "b"), (10, "c"), (240, "d"), (245, "e")];
+    // Ticks at 200, 400, 600 ms: the first finds "c", the second nothing
+    // new, the third "e" (were it late, completion at 650 ms would send it).
+    let steps = [(0, "a"), (5, "b"), (10, "c"), (490, "d"), (495, "e")];
     let script = Flux::scripted(
         steps.iter().map(|&(at, k)| (ms(at), k)).collect(),
-        Some(ms(350)),
+        Some(ms(650)),
     );
-    let (items, signals, violations) = all(&script.sample(ms(100)));
+    let (items, signals, violations) = all(&script.sample(ms(200)));
     assert_eq!(items, vec!["c", "e"]);
     assert_eq!(signals.last(), Some(&Signal::Complete));
     assert!(violations.is_empty(), "{violations:?}");
