@@ -144,5 +144,7 @@ impl Shared {
 /// copy, never across a park, and nothing inside can panic, so a poisoned
 /// lock still guards sound data.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

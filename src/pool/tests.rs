@@ -1,19 +1,27 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::scale::{Decision, Rule, Seen};
 use super::*;
 use crate::runtime::configure_for_tests;
 
 /// Run `f` on a coroutine; fail the test if it has not returned within 10 s
-/// (a worker or submitter left parked shows up here, not as a hang).
+/// (a worker or submitter left parked shows up here, not as a hang). A
+/// failed assertion inside `f` fails the test with its own message.
 fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (done_tx, done_rx) = may::sync::mpsc::channel();
-    may::go!(move || {
+    let body = may::go!(move || {
         let _ = done_tx.send(f());
     });
-    done_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the test body did not finish within 10 s")
+    match done_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match body.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the body sends before it returns"),
+        },
+        Err(timeout) => panic!("the test body did not finish within 10 s: {timeout}"),
+    }
 }
 
 /// A gate jobs park on until the test opens it, so a test decides exactly
@@ -43,15 +51,15 @@ impl Gate {
 }
 
 /// Poll `done` until it holds; false after `limit`. For states the pool
-/// reaches on its own (a worker ending); a short real sleep between looks
-/// is fine on the test's OS thread.
+/// reaches on its own (a worker ending). Waits between looks on the alarm
+/// thread, so it parks a coroutine instead of blocking its worker.
 fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if done() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        crate::alarm::shared().sleep(Duration::from_millis(2));
     }
     done()
 }
@@ -59,7 +67,10 @@ fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn bad_configs_are_refused_with_a_sentence() {
     let cases = [
-        (Config::fixed(0, 4), "--min 0: a pool needs at least one worker"),
+        (
+            Config::fixed(0, 4),
+            "--min 0: a pool needs at least one worker",
+        ),
         (Config::dynamic(8, 4, 4), "--min 8 is above --max 4"),
         (
             Config::fixed(2, 0),
@@ -88,7 +99,9 @@ fn bad_configs_are_refused_with_a_sentence() {
         ),
     ];
     for (config, sentence) in cases {
-        let error = Pool::new(config).err().expect("a bad config must be refused");
+        let error = Pool::new(config)
+            .err()
+            .expect("a bad config must be refused");
         assert_eq!(error.to_string(), sentence);
     }
     assert!(Config::dynamic(1, 4, 16).check().is_ok());
@@ -98,9 +111,15 @@ fn bad_configs_are_refused_with_a_sentence() {
 fn jobs_return_their_results_through_their_handles() {
     configure_for_tests();
     let pool = Pool::new(Config::fixed(2, 4)).unwrap();
-    let handles: Vec<_> = (0..20u64).map(|n| pool.submit(move || n * n).unwrap()).collect();
+    let handles: Vec<_> = (0..20u64)
+        .map(|n| pool.submit(move || n * n).unwrap())
+        .collect();
     let ids: Vec<JobId> = handles.iter().map(JobHandle::id).collect();
-    assert_eq!(ids, (0..20).collect::<Vec<_>>(), "ids in submission order from 0");
+    assert_eq!(
+        ids,
+        (0..20).collect::<Vec<_>>(),
+        "ids in submission order from 0"
+    );
     let squares: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(squares, (0..20u64).map(|n| n * n).collect::<Vec<_>>());
     let stats = pool.stats();
@@ -120,7 +139,10 @@ fn a_handle_reports_when_and_how_long() {
         move || gate.pass()
     });
     let timed = pool.submit(|| "done").unwrap();
-    assert!(!timed.is_finished(), "queued behind a job that has not passed the gate");
+    assert!(
+        !timed.is_finished(),
+        "queued behind a job that has not passed the gate"
+    );
     std::thread::sleep(Duration::from_millis(20)); // real queueing time to measure
     gate.open(1);
     blocker.unwrap().join().unwrap();
@@ -198,7 +220,10 @@ fn a_panicking_job_is_an_error_and_its_worker_carries_on() {
     let literal = pool.submit(|| -> u8 { panic!("bad input") }).unwrap();
     let formatted = pool.submit(|| -> u8 { panic!("bad input {}", 7) }).unwrap();
     assert_eq!(literal.join(), Err(JobError::Panicked("bad input".into())));
-    assert_eq!(formatted.join(), Err(JobError::Panicked("bad input 7".into())));
+    assert_eq!(
+        formatted.join(),
+        Err(JobError::Panicked("bad input 7".into()))
+    );
     // The one worker survived both and runs the next job.
     assert_eq!(pool.submit(|| 5).unwrap().join(), Ok(5));
     let stats = pool.stats();
@@ -212,4 +237,297 @@ fn the_pool_is_send_and_sync_and_handles_are_send() {
     fn send<T: Send>() {}
     send_sync::<Pool>();
     send::<JobHandle<Vec<u8>>>();
+}
+
+// --- the scaling rule, tick by tick (no clock, no threads) ---
+
+fn rule(min: usize, max: usize) -> Rule {
+    Rule::new(&Config {
+        idle: Duration::from_millis(100),
+        grow_after: Duration::from_millis(10),
+        tick: Duration::from_millis(5),
+        ..Config::dynamic(min, max, 16)
+    })
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A tick at which jobs wait (`waited` ms for the oldest) and nobody is spare.
+fn backlog(at: u64, workers: usize, waited: u64) -> Seen {
+    Seen {
+        at: ms(at),
+        workers,
+        queued: 3,
+        oldest_wait: Some(ms(waited)),
+        spare_low: 0,
+    }
+}
+
+/// A tick with an empty queue and `spare` workers never needed since the last.
+fn quiet(at: u64, workers: usize, spare: usize) -> Seen {
+    Seen {
+        at: ms(at),
+        workers,
+        queued: 0,
+        oldest_wait: None,
+        spare_low: spare,
+    }
+}
+
+#[test]
+fn the_rule_grows_one_a_tick_on_a_long_wait_up_to_max() {
+    let mut rule = rule(1, 3);
+    assert_eq!(
+        rule.decide(backlog(5, 1, 9)),
+        Decision::Stay,
+        "9 ms < grow_after"
+    );
+    assert_eq!(rule.decide(backlog(10, 1, 10)), Decision::Grow);
+    assert_eq!(rule.decide(backlog(15, 2, 15)), Decision::Grow);
+    assert_eq!(rule.decide(backlog(20, 3, 20)), Decision::Stay, "at max");
+}
+
+#[test]
+fn the_rule_retires_what_a_whole_idle_window_never_needed() {
+    let mut rule = rule(1, 4);
+    assert_eq!(rule.decide(backlog(0, 3, 50)), Decision::Grow); // 4 workers, window from 0
+    for at in (5..100).step_by(5) {
+        // At the busiest moment of the window 2 workers were spare.
+        let spare = if at == 50 { 2 } else { 3 };
+        assert_eq!(
+            rule.decide(quiet(at, 4, spare)),
+            Decision::Stay,
+            "at {at} ms"
+        );
+    }
+    assert_eq!(rule.decide(quiet(100, 4, 3)), Decision::Shrink(2));
+    // The next window starts now; every worker but one spare: down to min.
+    for at in (105..200).step_by(5) {
+        assert_eq!(rule.decide(quiet(at, 2, 2)), Decision::Stay);
+    }
+    assert_eq!(rule.decide(quiet(200, 2, 2)), Decision::Shrink(1));
+    assert_eq!(rule.decide(quiet(300, 1, 1)), Decision::Stay, "at min");
+}
+
+#[test]
+fn a_load_that_flaps_faster_than_idle_does_not_flap_the_pool() {
+    let mut rule = rule(1, 4);
+    let mut workers = 1;
+    let (mut grew, mut shrank) = (0, 0);
+    // 2 s of a 40 ms cycle: 10 ms of backlog, 30 ms with everyone spare.
+    for at in (0..2000).step_by(5) {
+        let seen = match at % 40 {
+            0..=9 => backlog(at, workers, 20),
+            _ => quiet(at, workers, workers),
+        };
+        match rule.decide(seen) {
+            Decision::Grow => (workers, grew) = (workers + 1, grew + 1),
+            Decision::Shrink(n) => (workers, shrank) = (workers - n, shrank + n),
+            Decision::Stay => {}
+        }
+    }
+    assert_eq!(
+        (workers, grew, shrank),
+        (4, 3, 0),
+        "grew to the peak and stayed"
+    );
+    // The lull that outlasts idle gives the spare workers back in one step.
+    let mut decisions = (2000..2200)
+        .step_by(5)
+        .map(|at| rule.decide(quiet(at, 4, 4)));
+    assert!(decisions.any(|d| d == Decision::Shrink(3)));
+}
+
+#[test]
+fn the_rule_does_not_shrink_within_idle_of_a_grow() {
+    let mut rule = rule(1, 4);
+    for at in (5..95).step_by(5) {
+        assert_eq!(rule.decide(quiet(at, 2, 1)), Decision::Stay);
+    }
+    assert_eq!(rule.decide(backlog(95, 2, 10)), Decision::Grow);
+    for at in (100..195).step_by(5) {
+        assert_eq!(rule.decide(quiet(at, 3, 2)), Decision::Stay, "at {at} ms");
+    }
+    assert_eq!(rule.decide(quiet(195, 3, 2)), Decision::Shrink(2));
+}
+
+// --- a scaling pool, live (short ticks, loose bounds) ---
+
+/// A dynamic pool with short ticks for tests.
+fn quick(min: usize, max: usize, idle: Duration) -> Pool {
+    Pool::new(Config {
+        idle,
+        grow_after: ms(4),
+        tick: ms(2),
+        ..Config::dynamic(min, max, 64)
+    })
+    .unwrap()
+}
+
+/// A job that waits `d` on the process's alarm thread: it parks its
+/// coroutine, as an I/O wait would, and arms no may timer.
+fn wait_job(d: Duration) -> impl FnOnce() + Send + 'static {
+    move || crate::alarm::shared().sleep(d)
+}
+
+#[test]
+fn a_flapping_load_grows_the_pool_once_and_a_long_lull_shrinks_it() {
+    configure_for_tests();
+    within_10s(|| {
+        let pool = quick(1, 4, ms(400));
+        // 12 bursts, 30 ms apart (well inside idle): 8 jobs of 5 ms each.
+        for _ in 0..12 {
+            let burst: Vec<_> = (0..8)
+                .map(|_| pool.submit(wait_job(ms(5))).unwrap())
+                .collect();
+            crate::alarm::shared().sleep(ms(30));
+            for job in burst {
+                job.join().unwrap();
+            }
+        }
+        let during = pool.stats();
+        assert!((1..=3).contains(&during.grown), "{during:?}");
+        assert_eq!(
+            during.shrunk,
+            0,
+            "shrank between bursts: {:?}",
+            pool.events()
+        );
+        assert!(pool.events().iter().all(|e| e.kind == ScaleKind::Grew));
+        // Quiet now: after idle, the spare workers go, down to min.
+        let shrunk = eventually(Duration::from_secs(5), || pool.stats().workers == 1);
+        assert!(shrunk, "{:?}", pool.events());
+        let after = pool.stats();
+        assert_eq!(after.shrunk, after.grown, "{after:?}");
+        let last = *pool.events().last().unwrap();
+        assert_eq!((last.kind, last.workers), (ScaleKind::Shrank, 1));
+        assert_eq!(last.reason, scale::SHRANK_BECAUSE);
+        let timeline = pool.timeline();
+        assert!(!timeline.is_empty());
+        assert!(
+            timeline.iter().all(|s| (1..=4).contains(&s.workers)),
+            "{timeline:?}"
+        );
+        assert!(timeline.iter().any(|s| s.workers > 1));
+        assert!(timeline.windows(2).all(|w| w[0].at <= w[1].at));
+    });
+}
+
+#[test]
+fn a_backlog_grows_the_pool_to_max_and_no_further() {
+    configure_for_tests();
+    within_10s(|| {
+        let pool = quick(1, 3, Duration::from_secs(5));
+        let jobs: Vec<_> = (0..30)
+            .map(|_| pool.submit(wait_job(ms(10))).unwrap())
+            .collect();
+        for job in jobs {
+            job.join().unwrap();
+        }
+        let stats = pool.stats();
+        assert_eq!((stats.grown, stats.workers), (2, 3), "{stats:?}");
+        let events = pool.events();
+        assert_eq!(events.iter().map(|e| e.workers).collect::<Vec<_>>(), [2, 3]);
+        assert!(events.iter().all(|e| e.reason == scale::GREW_BECAUSE));
+        assert!(pool.timeline().iter().all(|s| s.workers <= 3));
+    });
+}
+
+// --- shutdown ---
+
+#[test]
+fn drain_runs_every_queued_job_then_every_worker_ends() {
+    configure_for_tests();
+    within_10s(|| {
+        let pool = quick(2, 4, ms(100));
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..40 {
+            let ran = Arc::clone(&ran);
+            pool.submit(move || {
+                crate::alarm::shared().sleep(ms(1));
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        let report = pool.shutdown(Shutdown::Drain);
+        assert_eq!(ran.load(Ordering::SeqCst), 40);
+        assert_eq!((report.completed, report.cancelled.len()), (40, 0));
+        assert_eq!(
+            (report.stats.workers, report.stats.busy),
+            (0, 0),
+            "{report:?}"
+        );
+    });
+}
+
+#[test]
+fn cancel_finishes_the_running_job_and_cancels_the_queued_ones() {
+    configure_for_tests();
+    within_10s(|| {
+        let pool = Pool::new(Config::fixed(1, 8)).unwrap();
+        let gate = Gate::new();
+        let running = {
+            let gate = gate.clone();
+            pool.submit(move || gate.pass()).unwrap()
+        };
+        assert!(eventually(Duration::from_secs(5), || pool.stats().busy == 1));
+        let queued: Vec<_> = (0..5).map(|n| pool.submit(move || n).unwrap()).collect();
+        let ids: Vec<JobId> = queued.iter().map(JobHandle::id).collect();
+        let shutting = may::go!(move || pool.shutdown(Shutdown::Cancel));
+        // The queued jobs are cancelled at once; only then let the running one end.
+        assert!(eventually(Duration::from_secs(5), || queued
+            .iter()
+            .all(JobHandle::is_finished)));
+        gate.open(1);
+        let report = shutting.join().unwrap();
+        assert_eq!(running.join(), Ok(()));
+        for handle in queued {
+            assert_eq!(handle.join(), Err(JobError::Cancelled));
+        }
+        assert_eq!(report.cancelled, ids);
+        assert_eq!(report.completed, 1);
+        assert_eq!((report.stats.cancelled, report.stats.workers), (5, 0));
+    });
+}
+
+#[test]
+fn dropping_the_pool_drains_it_and_no_worker_outlives_it() {
+    configure_for_tests();
+    within_10s(|| {
+        let pool = quick(1, 4, ms(100));
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..20 {
+            let ran = Arc::clone(&ran);
+            pool.submit(move || {
+                crate::alarm::shared().sleep(ms(2));
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        // Every worker (and the scaler) holds the shared state: once drop
+        // returns, none may hold it any more.
+        let state = Arc::downgrade(&pool.shared);
+        drop(pool);
+        assert_eq!(ran.load(Ordering::SeqCst), 20);
+        assert!(state.upgrade().is_none(), "a worker outlived its pool");
+    });
+}
+
+#[test]
+fn a_closed_pool_refuses_jobs() {
+    configure_for_tests();
+    let pool = Pool::new(Config::fixed(1, 2)).unwrap();
+    let accepted = pool.submit(|| 1).unwrap();
+    pool.close();
+    assert_eq!(pool.submit(|| 2).err(), Some(Closed));
+    assert_eq!(pool.try_submit(|| 3).err(), Some(SubmitError::Closed));
+    assert_eq!(
+        accepted.join(),
+        Ok(1),
+        "a job accepted before close still runs"
+    );
+    let report = pool.shutdown(Shutdown::Drain);
+    assert_eq!((report.stats.submitted, report.completed), (1, 1));
 }
