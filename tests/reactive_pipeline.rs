@@ -271,6 +271,26 @@ fn an_unreachable_backend_is_an_error_line_and_the_server_goes_on() {
 }
 
 #[test]
+fn a_backend_slower_than_the_timeout_is_an_error_line() {
+    let (fast, hung) = (backend("fast", 1), backend("hung", 60_000));
+    let server = Server::start(&[fast.addr, hung.addr], &["--json", "--timeout", "300ms"]);
+    let mut client = Client::connect(server.addr);
+    client.type_line("lamp");
+    let _ = client.keys.shutdown(std::net::Shutdown::Write);
+    let lines = client.rest();
+    let late = lines.iter().find(|l| l["backend"] == hung.addr.to_string());
+    let late = late.unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(late["failed"], "no answer within 300ms", "{late}");
+    assert!(late["ms"].as_f64().unwrap() >= 300.0, "{late}");
+    assert_eq!(lines.last().unwrap()["answered"], 1);
+    eventually("the hung backend sees its client leave", || {
+        hung.stats.client_gone.load(Ordering::SeqCst) == 1
+    });
+    let summary = server.stop();
+    assert_eq!(summary["calls_cancelled"], 0, "timed out, not cancelled");
+}
+
+#[test]
 fn idle_clients_and_clients_over_the_cap_are_told_why_and_closed() {
     let shop = backend("alpha", 1);
     let server = Server::start(

@@ -17,9 +17,11 @@
 //!
 //! **Usage.** `cargo run --example reactive_pipeline -- --demo` shows a
 //! scripted session. With backends running (`cargo run --example
-//! search_backend -- --port 8001`), `cargo run --example reactive_pipeline
-//! -- --backends 127.0.0.1:8001` listens on 127.0.0.1:7700: type into
-//! `nc 127.0.0.1 7700`, one line per keystroke. Ctrl-C stops it.
+//! search_backend -- --listen 127.0.0.1:8001`), `cargo run --example
+//! reactive_pipeline -- --backends 127.0.0.1:8001` listens on
+//! 127.0.0.1:7700: `printf 'l\nla\nlam\nlamp\n' | nc -N 127.0.0.1 7700`
+//! types four keystrokes, or type lines into `nc 127.0.0.1 7700`. Ctrl-C
+//! stops it.
 //!
 //! **Performance.** Each operator costs a function call (`map`) or a
 //! coroutine hop (`debounce`, `switch_map`); `cargo bench --bench
