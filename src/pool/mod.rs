@@ -5,6 +5,8 @@
 //!
 //! - [`config`]: sizes and timings, checked ([`Config::check`]).
 //! - [`handle`]: a job's [`JobHandle`], its result or [`JobError`], its [`Timing`].
+//! - [`fork_join`]: a [`ForkJoinPool`] of OS threads for recursive CPU work,
+//!   jobs that fork jobs ([`Scheduling::Stealing`] or one shared queue).
 //! - [`queue`]: what the bounded queue carries, and the book of waiting jobs
 //!   that tells the scaler how long the oldest has waited.
 //! - [`worker`]: the worker coroutine's loop; a job's panic is caught there.
