@@ -235,8 +235,9 @@ impl<T: Send + 'static> Operator<T, Vec<T>> for Buffer<T> {
             if self.ready.is_empty() && self.filling.is_empty() {
                 cx.complete();
             }
-        } else if self.ready.len() < READY_BATCHES {
-            // Room for the batch that is filling: ask for the rest of it.
+        } else {
+            // Ask for the rest of the batch that is filling; once it is full
+            // and cannot close (no room in `ready`), that is nothing.
             let wanted = self.count - self.filling.len() - self.in_flight;
             cx.request(self.source, wanted as u64);
             self.in_flight += wanted;
