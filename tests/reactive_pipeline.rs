@@ -290,6 +290,83 @@ fn a_backend_slower_than_the_timeout_is_an_error_line() {
     assert_eq!(summary["calls_cancelled"], 0, "timed out, not cancelled");
 }
 
+/// A backend that answers `/search?q=WORD` with the body `answer(WORD)`,
+/// on a plain thread with std sockets (this is the test, not a may worker).
+fn fake_backend(answer: fn(&str) -> String) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let word = head.split(['=', ' ']).nth(2).unwrap_or_default();
+            let body = answer(word);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// Nested `levels` deep in all: the answer, its offers, one offer, then
+/// objects inside that offer.
+fn nested_answer(levels: usize) -> String {
+    let inner = levels.saturating_sub(3);
+    let deep = format!("{}1{}", r#"{"k":"#.repeat(inner), "}".repeat(inner));
+    format!(
+        r#"{{"backend":"odd","offers":[{{"sku":"a","shop":"odd","price_cents":1,"x":{deep}}}]}}"#
+    )
+}
+
+#[test]
+fn a_backend_answer_too_deep_or_too_big_is_an_error_line_not_an_overflow() {
+    let odd = fake_backend(|word| match word {
+        "limit" => nested_answer(8),
+        "deeper" => nested_answer(9),
+        "serde" => nested_answer(127),
+        _ => format!(
+            r#"{{"backend":"odd","offers":[],"pad":"{}"}}"#,
+            "x".repeat(1 << 20)
+        ),
+    });
+    let server = Server::start(&[odd], &["--json", "--debounce", "10ms"]);
+    let mut client = Client::connect(server.addr);
+    let mut answer = |query: &str| {
+        client.type_line(query);
+        assert_eq!(client.next().unwrap()["searching"], query);
+        let answer = client.next().unwrap();
+        assert_eq!(client.next().unwrap()["done"], query, "then the summary");
+        answer
+    };
+    assert_eq!(answer("limit")["offers"][0]["sku"], "a");
+    for deep in ["deeper", "serde"] {
+        let refused = answer(deep);
+        let why = refused["failed"].as_str().unwrap();
+        assert!(
+            why.starts_with("JSON nested deeper than 8 levels"),
+            "{refused}"
+        );
+    }
+    let huge = answer("huge");
+    assert!(
+        huge["failed"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 1048576"),
+        "{huge}"
+    );
+    assert_eq!(answer("limit")["backend"], "odd", "it goes on serving");
+    drop(client);
+    server.stop();
+}
+
 #[test]
 fn idle_clients_and_clients_over_the_cap_are_told_why_and_closed() {
     let shop = backend("alpha", 1);

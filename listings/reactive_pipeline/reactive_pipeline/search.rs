@@ -35,9 +35,9 @@ struct Body {
 /// scatter-gather chapter's bound, checked before parsing. A call runs on
 /// `from_call`'s coroutine, with may's configured stack (0x1000 words, set
 /// in `main`); reading and parsing the largest answer admitted (1 MiB,
-/// nested to this depth) used 1481 words in a debug build (rustc 1.95,
-/// x86_64 Linux, 2026-12-02, `measure_the_call_stack` below), and a test
-/// runs it on half the stack.
+/// nested to this depth) used 1481 words in a debug build and 707 in a
+/// release build (rustc 1.95, x86_64 Linux, 2026-12-02,
+/// `measure_the_call_stack` below), and a test runs it on half the stack.
 const MAX_DEPTH: usize = 8;
 
 /// What the client is shown, in order, for one query.
