@@ -425,6 +425,45 @@ fn a_client_that_resets_mid_search_cancels_its_calls() {
 }
 
 #[test]
+fn out_of_file_descriptors_it_pauses_and_serves_again_when_clients_leave() {
+    let shop = backend("alpha", 1);
+    let script = format!(
+        "ulimit -n 64 && exec '{}' --listen 127.0.0.1:0 --json --backends {}",
+        program().display(),
+        shop.addr
+    );
+    let (child, stdout, stderr) =
+        support::spawn_with_lines(Command::new("sh").args(["-c", &script]));
+    let first = stdout.recv_timeout(STUCK).expect("a first line");
+    let addr: SocketAddr = first
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let server = Server {
+        child,
+        stdout,
+        addr,
+    };
+    // Each served client holds 3 descriptors (its socket, the registry's
+    // and the screen's clones): 40 of them need more than the 64 there are.
+    let crowd: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let complaint = stderr.recv_timeout(STUCK).expect("a line on stderr");
+    assert!(
+        complaint.starts_with("cannot take a connection: "),
+        "{complaint}"
+    );
+    drop(crowd);
+    let mut client = Client::connect(server.addr);
+    client.type_line("lamp");
+    let _ = client.keys.shutdown(std::net::Shutdown::Write);
+    let lines = client.rest();
+    assert_eq!(lines.last().unwrap()["done"], "lamp", "{lines:?}");
+    let summary = server.stop();
+    assert!(summary["connections"].as_u64().unwrap() >= 2, "{summary}");
+}
+
+#[test]
 fn bad_command_lines_exit_2_with_a_reason() {
     for (args, needle) in [
         (

@@ -68,44 +68,43 @@ impl Publisher<String> for Lines {
                 let once = Error::failed("a socket's lines can be read once");
                 return subscriber.on_error(once);
             };
-            let why = read_on_demand(stream, limits, &demand, &mut *subscriber);
+            let (why, last) = read_on_demand(stream, limits, &demand, &mut *subscriber);
+            // Recorded before the last signal goes out: whoever hears of
+            // the end can read why.
             let _ = end.set(why);
+            match last {
+                Some(Ok(())) => subscriber.on_complete(),
+                Some(Err(error)) => subscriber.on_error(error),
+                None => {} // cancelled: no signal after a cancel (3.6)
+            }
         });
     }
 }
 
-/// Read a line each time one is asked for, until the stream ends.
+/// Read a line each time one is asked for, until the stream ends: why, and
+/// the last signal to send (`None` after a cancel).
 fn read_on_demand(
     stream: TcpStream,
     limits: LineLimits,
     demand: &Demand,
     subscriber: &mut dyn Subscriber<String>,
-) -> End {
+) -> (End, Option<Result<(), Error>>) {
     // A may socket timeout, armed on every read; at least 250 ms (see cli).
     if stream.set_read_timeout(Some(limits.idle)).is_err() {
-        subscriber.on_error(Error::failed("cannot set the idle timeout"));
-        return End::Failed;
+        let error = Error::failed("cannot set the idle timeout");
+        return (End::Failed, Some(Err(error)));
     }
     let mut reader = BufReader::new(stream);
     loop {
         match demand.take_one() {
             Ok(true) => {}
-            Ok(false) => return End::Cancelled,
-            Err(e) => {
-                subscriber.on_error(e);
-                return End::Failed;
-            }
+            Ok(false) => return (End::Cancelled, None),
+            Err(e) => return (End::Failed, Some(Err(e))),
         }
         match read_line(&mut reader, limits) {
             Ok(Some(line)) => subscriber.on_next(line),
-            Ok(None) => {
-                subscriber.on_complete();
-                return End::Closed;
-            }
-            Err((why, text)) => {
-                subscriber.on_error(Error::failed(text));
-                return why;
-            }
+            Ok(None) => return (End::Closed, Some(Ok(()))),
+            Err((why, text)) => return (why, Some(Err(Error::failed(text)))),
         }
     }
 }

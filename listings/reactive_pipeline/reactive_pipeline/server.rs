@@ -66,7 +66,7 @@ pub fn run(
     // pipeline; a may mutex, held for an insert or a remove.
     let open: Arc<Mutex<HashMap<u64, (TcpStream, Stop)>>> = Arc::default();
     let sessions = WaitGroup::new();
-    let (mut next_id, mut rejected) = (0u64, 0u64);
+    let (mut next_id, mut rejected, mut short) = (0u64, 0u64, false);
     let result = loop {
         let accepted = listener.accept();
         if shutdown.is_triggered() {
@@ -75,6 +75,12 @@ pub fn run(
         let mut stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
+            // Out of descriptors or memory: it passes as clients leave.
+            // Retrying at once would spin a core (the primer's echo server).
+            Err(e) if passes(&e) => {
+                short_of(&e, &mut short, &shutdown);
+                continue;
+            }
             Err(e) => break Err(e),
         };
         if open.lock().unwrap().len() >= max_connections {
@@ -83,9 +89,19 @@ pub fn run(
             let _ = stream.write_all(line.as_bytes()); // a fresh socket's buffer is empty
             continue;
         }
-        let Ok(handle) = stream.try_clone() else {
-            continue; // out of descriptors: the client is closed, not served
+        // One more descriptor for the registry, one for the screen's writes.
+        let clones = stream
+            .try_clone()
+            .and_then(|handle| Ok((handle, stream.try_clone()?)));
+        let (handle, writer) = match clones {
+            Ok(clones) => clones,
+            Err(e) => {
+                let _ = stream.write_all(b"error: the server is short of resources; try later\n");
+                short_of(&e, &mut short, &shutdown);
+                continue;
+            }
         };
+        short = false;
         next_id += 1;
         let id = next_id;
         let session = Session::new();
@@ -97,7 +113,7 @@ pub fn run(
             sessions.clone(),
         );
         go!(move || {
-            session.serve(stream, &config, &counters);
+            session.serve(stream, writer, &config, &counters);
             open.lock().unwrap().remove(&id);
             drop(member);
         });
@@ -122,3 +138,24 @@ pub fn run(
     })
 }
 // ANCHOR_END: run
+
+/// How long the accept loop waits after running out of a resource.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Log the first of a run of resource errors, and pause (returning early
+/// at shutdown) if the error passes by itself.
+fn short_of(e: &io::Error, short: &mut bool, shutdown: &Shutdown) {
+    if !*short {
+        eprintln!("cannot take a connection: {e}; retrying every {PAUSE:?}");
+    }
+    *short = true;
+    if passes(e) {
+        shutdown.wait_timeout(PAUSE); // parks a coroutine, blocks a thread
+    }
+}
+
+/// An accept error that goes away by itself (Linux's numbers): this
+/// process or the system out of descriptors, no socket buffers, no memory.
+fn passes(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::OutOfMemory || matches!(e.raw_os_error(), Some(23 | 24 | 105))
+}

@@ -80,19 +80,28 @@ impl Session {
 
     /// Serve one client until its keystroke stream ends and the last
     /// search has been written, the client goes away, or [`Stop::stop`].
-    pub fn serve(self, stream: TcpStream, config: &Config, counters: &Arc<Counters>) {
-        serve(stream, config, counters, self)
+    pub fn serve(
+        self,
+        stream: TcpStream,
+        writer: TcpStream,
+        config: &Config,
+        counters: &Arc<Counters>,
+    ) {
+        serve(stream, writer, config, counters, self)
     }
 }
 
 // ANCHOR: pipeline
 /// The pipeline of one connection, from its keystrokes to its screen.
-fn serve(stream: TcpStream, config: &Config, counters: &Arc<Counters>, session: Session) {
+fn serve(
+    stream: TcpStream,
+    writer: TcpStream,
+    config: &Config,
+    counters: &Arc<Counters>,
+    session: Session,
+) {
     // A client that stops reading would park a write for ever: the idle
     // timeout bounds writes too.
-    let Ok(writer) = stream.try_clone() else {
-        return;
-    };
     if writer.set_write_timeout(Some(config.limits.idle)).is_err() {
         return;
     }
