@@ -176,8 +176,8 @@ fn fork_join_cpu_jobs_compute_what_the_workers_compute() {
         let shared = s.spawn(|| json(run(&shared_queue)));
         (stealing.join().unwrap(), shared.join().unwrap())
     });
-    assert_eq!(stealing["steal"], "stealing");
-    assert_eq!(shared["steal"], "shared queue");
+    assert_eq!(stealing["cpu"], "fork-join, stealing");
+    assert_eq!(shared["cpu"], "fork-join, shared queue");
     for summary in [&stealing, &shared] {
         assert_eq!(u64_at(summary, "completed"), 600);
         assert_eq!(summary["checksum"], runs().json["checksum"], "{summary}");

@@ -57,11 +57,16 @@ pub struct Cli {
     /// Hash rounds per CPU job (at most 1000000).
     #[arg(long, default_value_t = 20_000, value_parser = cpu_work)]
     pub cpu_work: u64,
-    /// Run each CPU job as a fork-join on a pool of its own (work stealing),
-    /// instead of on the worker that took it.
+    /// OS threads that run the CPU jobs: a CPU job never parks, so on a
+    /// worker coroutine it would hold a may worker thread while it computes.
+    #[arg(long, default_value_t = 2, value_parser = at_least_one::<usize>)]
+    pub cpu_threads: usize,
+    /// Run each CPU job as a fork-join on a work-stealing pool of
+    /// --cpu-threads threads, instead of whole on one thread of a blocking
+    /// pool.
     #[arg(long)]
     pub steal: bool,
-    /// With --steal: one shared queue instead of a deque per worker (to
+    /// With --steal: one shared queue instead of a deque per thread (to
     /// compare).
     #[arg(long)]
     pub shared_queue: bool,
@@ -113,8 +118,7 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Hash rounds: at least 1, and few enough that one job cannot hold a
-/// worker for long (a job that computes for seconds belongs on OS threads).
+/// Hash rounds: at least 1, and at most `MAX_CPU_WORK`.
 fn cpu_work(text: &str) -> Result<u64, String> {
     match at_least_one::<u64>(text)? {
         n if n > MAX_CPU_WORK => Err(format!("must be at most {MAX_CPU_WORK}")),

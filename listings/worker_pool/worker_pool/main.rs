@@ -11,15 +11,17 @@
 //!
 //! **Architecture.** `cli` reads the flags; `mix` says what each job does
 //! and in what order the kinds come; `arrivals` cuts the jobs into bursts;
-//! `session` builds the pool and submits the bursts from the main thread
-//! (an OS thread, so it may sleep between bursts), then joins every job's
-//! handle; `report` turns the timings, the pool's statistics and its
-//! samples into a summary; `svg` draws the samples.
+//! `session` builds the pool, and the OS threads the CPU jobs are handed to
+//! (a blocking pool, or with `--steal` a fork-join pool), submits the
+//! bursts from the main thread (an OS thread, so it may sleep between
+//! bursts), then joins every job's handle; `report` turns the timings, the
+//! pool's statistics and its samples into a summary; `svg` draws the
+//! samples.
 //!
 //! **Usage.** `cargo run --example worker_pool` runs 2,000 jobs (3 I/O to
 //! 1 CPU) in bursts of 200 every 300 ms on 2 to 32 workers; `--min 32 --max
-//! 32` runs the same on a fixed pool (to compare); `--steal` runs each CPU
-//! job as a fork-join; `--svg run.svg` draws the run; `--json` prints it
+//! 32` runs the same on a fixed pool (to compare); `--steal` splits each CPU
+//! job over a fork-join pool; `--svg run.svg` draws the run; `--json` prints it
 //! for a machine.
 //!
 //! **Performance.** `cargo bench --bench worker_pool_io` measures the pool

@@ -8,10 +8,8 @@ use std::time::Duration;
 use may_patterns::alarm;
 use may_patterns::pool::fork_join::Worker;
 
-/// The most hash rounds a CPU job may ask for. A CPU job computes on the
-/// may worker that took it and parks nowhere, so it holds that worker's OS
-/// thread (and every coroutine waiting for it) until it ends: the bound
-/// keeps that short. Heavier work belongs on OS threads (step 5).
+/// The most hash rounds a CPU job may ask for: a run's length stays
+/// predictable, and the fork-join recursion shallow (see `CHUNK`).
 pub const MAX_CPU_WORK: u64 = 1_000_000;
 
 /// Hash rounds a fork-join task does itself instead of splitting: thousands

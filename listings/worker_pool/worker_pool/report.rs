@@ -67,7 +67,9 @@ pub struct Summary {
     pub min: usize,
     pub max: usize,
     pub queue: usize,
-    pub steal: Option<&'static str>,
+    /// Where the CPU jobs ran, and on how many OS threads.
+    pub cpu: &'static str,
+    pub cpu_threads: usize,
     pub completed: u64,
     pub panicked: u64,
     /// XOR of every finished job's result: the same whichever worker (or
@@ -169,10 +171,12 @@ pub fn build(cli: &Cli, session: &Session) -> Summary {
         min: cli.min,
         max: cli.max,
         queue: cli.queue,
-        steal: cli.steal.then_some(match cli.shared_queue {
-            true => "shared queue",
-            false => "stealing",
-        }),
+        cpu: match (cli.steal, cli.shared_queue) {
+            (false, _) => "blocking pool",
+            (true, false) => "fork-join, stealing",
+            (true, true) => "fork-join, shared queue",
+        },
+        cpu_threads: cli.cpu_threads,
         completed: stats.completed,
         panicked: stats.panicked,
         checksum: format!("{checksum:016x}"),
@@ -245,13 +249,10 @@ impl fmt::Display for Summary {
             self.burst,
             Ms(self.gap_ms)
         )?;
-        let steal = self
-            .steal
-            .map_or(String::new(), |s| format!(", cpu jobs fork-join ({s})"));
         writeln!(
             f,
-            "pool: {}..{} workers, queue {}{steal}",
-            self.min, self.max, self.queue
+            "pool: {}..{} workers, queue {}; cpu jobs on {} OS threads ({})",
+            self.min, self.max, self.queue, self.cpu_threads, self.cpu
         )?;
         writeln!(
             f,

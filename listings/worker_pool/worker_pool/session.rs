@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use may_patterns::blocking::BlockingPool;
 use may_patterns::pool::fork_join::{ForkJoinPool, Scheduling};
 use may_patterns::pool::{JobError, JobHandle, Pool, Report, Sample, ScaleEvent, Shutdown, Timing};
 
@@ -47,19 +48,7 @@ pub struct Session {
 pub fn run(cli: &Cli) -> Result<Session, Failure> {
     cli.check().map_err(Failure::Usage)?;
     let pool = Pool::new(cli.pool_config()).map_err(|e| Failure::Usage(e.to_string()))?;
-    let fork_join = match cli.steal {
-        false => None,
-        true => {
-            let scheduling = match cli.shared_queue {
-                true => Scheduling::SharedQueue,
-                false => Scheduling::Stealing,
-            };
-            let workers = may::config().get_workers();
-            let pool = ForkJoinPool::new(workers, scheduling)
-                .map_err(|e| Failure::Usage(e.to_string()))?;
-            Some(Arc::new(pool))
-        }
-    };
+    let cpu = cpu_threads(cli)?;
     let kinds = cli.mix.kinds(cli.jobs, cli.seed);
     let bursts = trace(cli.jobs, cli.burst, cli.gap);
     let mut handles: Vec<JobHandle<u64>> = Vec::with_capacity(cli.jobs);
@@ -73,7 +62,7 @@ pub fn run(cli: &Cli) -> Result<Session, Failure> {
         }
         let submitted = Instant::now();
         for job in burst.jobs.clone() {
-            let body = job_body(cli, job, kinds[job], fork_join.clone());
+            let body = job_body(cli, job, kinds[job], cpu.clone());
             let handle = pool
                 .submit(body)
                 .map_err(|e| Failure::Run(format!("job {job}: {e}")))?;
@@ -103,14 +92,41 @@ pub fn run(cli: &Cli) -> Result<Session, Failure> {
     })
 }
 
-/// Job `job`'s closure: wait or compute, or panic if `--panic-every` says
-/// so. Each CPU job hashes from its own seed, so the checksum does not
-/// depend on which worker ran what.
+/// Where the CPU jobs run: OS threads, never the pool's worker coroutines.
+#[derive(Clone)]
+enum CpuThreads {
+    /// Each job whole on one thread (the `spawn_blocking` idea, step 5).
+    Blocking(Arc<BlockingPool>),
+    /// Each job split over the threads (step 4).
+    ForkJoin(Arc<ForkJoinPool>),
+}
+
+fn cpu_threads(cli: &Cli) -> Result<CpuThreads, Failure> {
+    if !cli.steal {
+        // Room for a job from every worker, so a worker hands its job over
+        // without waiting for room.
+        let pool = BlockingPool::new(cli.cpu_threads, cli.max)
+            .map_err(|e| Failure::Run(format!("cannot start the CPU threads: {e}")))?;
+        return Ok(CpuThreads::Blocking(Arc::new(pool)));
+    }
+    let scheduling = match cli.shared_queue {
+        true => Scheduling::SharedQueue,
+        false => Scheduling::Stealing,
+    };
+    let pool = ForkJoinPool::new(cli.cpu_threads, scheduling)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(CpuThreads::ForkJoin(Arc::new(pool)))
+}
+
+/// Job `job`'s closure: wait, or hand the hashing to the CPU threads and
+/// park until it is done, or panic if `--panic-every` says so. Each CPU job
+/// hashes from its own seed, so the checksum does not depend on which
+/// thread ran what.
 fn job_body(
     cli: &Cli,
     job: usize,
     kind: Kind,
-    fork_join: Option<Arc<ForkJoinPool>>,
+    cpu: CpuThreads,
 ) -> impl FnOnce() -> u64 + Send + 'static {
     let (wait, rounds, seed) = (cli.io_wait, cli.cpu_work, cli.seed ^ job as u64);
     let panics = cli.panic_every > 0 && (job + 1) % cli.panic_every == 0;
@@ -118,10 +134,14 @@ fn job_body(
         if panics {
             panic!("job {job} panics on purpose (--panic-every)");
         }
-        match (kind, fork_join) {
+        match (kind, cpu) {
             (Kind::Io, _) => io_job(wait),
-            (Kind::Cpu, None) => cpu_job(seed, rounds),
-            (Kind::Cpu, Some(pool)) => pool.install(|worker| cpu_fork(worker, seed, 0, rounds)),
+            (Kind::Cpu, CpuThreads::Blocking(threads)) => threads
+                .run(move || cpu_job(seed, rounds))
+                .unwrap_or_else(|e| panic!("job {job}: {e:?}")),
+            (Kind::Cpu, CpuThreads::ForkJoin(pool)) => {
+                pool.install(|worker| cpu_fork(worker, seed, 0, rounds))
+            }
         }
     }
 }
