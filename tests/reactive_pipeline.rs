@@ -464,6 +464,45 @@ fn out_of_file_descriptors_it_pauses_and_serves_again_when_clients_leave() {
 }
 
 #[test]
+fn the_demo_cancels_the_stale_search_and_drops_the_repeat() {
+    let out = support::output_bounded(Command::new(program()).args(["--demo", "--json"]), STUCK);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let searched: Vec<&Value> = lines.iter().filter_map(|l| l.get("searching")).collect();
+    assert_eq!(searched, ["lamp", "lamps", "desk"]);
+    let shop2_lamp = lines
+        .iter()
+        .filter(|l| l["backend"] == "shop2" && l["query"] == "lamp");
+    assert_eq!(shop2_lamp.count(), 0, "the stale answer never arrives");
+    let summary = lines
+        .iter()
+        .find(|l| l.get("connections").is_some())
+        .unwrap();
+    for (counter, expected) in [
+        ("lines", 10),
+        ("debounced", 6),
+        ("searched", 3),
+        ("superseded", 1),
+        ("calls_cancelled", 1),
+        ("too_long", 1),
+    ] {
+        assert_eq!(summary[counter], expected, "{counter}: {summary}");
+    }
+    let shop2 = lines
+        .iter()
+        .find(|l| l["backend"] == "shop2" && l.get("client_gone").is_some());
+    assert_eq!(
+        shop2.unwrap()["client_gone"],
+        1,
+        "the backend saw the cancel"
+    );
+}
+
+#[test]
 fn bad_command_lines_exit_2_with_a_reason() {
     for (args, needle) in [
         (

@@ -82,14 +82,19 @@ pub fn run(cli: &Cli) -> Result<(), String> {
     for (shop, name) in shops.iter().zip(["shop0", "shop1", "shop2"]) {
         let stat = |c: &AtomicU64| c.load(Ordering::SeqCst);
         let s = &shop.stats;
-        println!(
-            "{} at {}: {} requests, {} answered, {} left by their client before the answer",
-            name,
-            shop.addr,
-            stat(&s.requests),
-            stat(&s.answered),
-            stat(&s.client_gone)
-        );
+        let (requests, answered, gone) =
+            (stat(&s.requests), stat(&s.answered), stat(&s.client_gone));
+        match cli.json {
+            true => println!(
+                r#"{{"backend":"{name}","addr":"{}","requests":{requests},"answered":{answered},"client_gone":{gone}}}"#,
+                shop.addr
+            ),
+            false => println!(
+                "{name} at {}: {requests} requests, {answered} answered, \
+                 {gone} left by their client before the answer",
+                shop.addr
+            ),
+        }
     }
     Ok(())
 }
@@ -117,10 +122,12 @@ fn type_the_script(addr: SocketAddr, max_line: usize, json: bool) -> std::io::Re
             }
             writeln!(keys, "{key}")?;
         }
-        let shown: Vec<String> = group.iter().map(|k| shorten(k)).collect();
         match json {
-            true => println!("{{\"typed\":{}}}", serde_json::to_string(&shown).unwrap()),
-            false => println!("typed: {}", shown.join(" | ")),
+            true => println!("{{\"typed\":{}}}", serde_json::to_string(group).unwrap()),
+            false => {
+                let shown: Vec<String> = group.iter().map(|k| shorten(k)).collect();
+                println!("typed: {}", shown.join(" | "));
+            }
         }
         std::thread::sleep(Duration::from_millis(pause_ms));
     }
