@@ -44,17 +44,39 @@ pub struct Counters {
 pub struct Stop {
     /// The pipeline's subscription, once it has one. A std mutex, held to
     /// put or take it, never across a call.
-    subscription: Arc<Mutex<Option<Subscription>>>,
+    slot: Arc<Mutex<Slot>>,
     done: mpsc::Sender<()>,
+}
+
+enum Slot {
+    Starting,
+    Running(Subscription),
+    Stopped,
 }
 
 impl Stop {
     pub fn stop(&self) {
-        let subscription = self.subscription.lock().unwrap().take();
-        if let Some(subscription) = subscription {
+        let slot = std::mem::replace(&mut *self.slot.lock().unwrap(), Slot::Stopped);
+        if let Slot::Running(subscription) = slot {
             subscription.cancel();
         }
         let _ = self.done.send(());
+    }
+
+    /// Hand over the pipeline's subscription; cancelled at once if the
+    /// session was stopped before its pipeline had started.
+    fn running(&self, subscription: &Subscription) {
+        let stopped = {
+            let mut slot = self.slot.lock().unwrap();
+            let stopped = matches!(*slot, Slot::Stopped);
+            if !stopped {
+                *slot = Slot::Running(subscription.clone());
+            }
+            stopped
+        };
+        if stopped {
+            subscription.cancel();
+        }
     }
 }
 
@@ -68,7 +90,7 @@ impl Session {
     pub fn new() -> Session {
         let (done, finished) = mpsc::channel();
         let stop = Stop {
-            subscription: Arc::default(),
+            slot: Arc::new(Mutex::new(Slot::Starting)),
             done,
         };
         Session { stop, finished }
@@ -87,13 +109,13 @@ impl Session {
         config: &Config,
         counters: &Arc<Counters>,
     ) {
-        serve(stream, writer, config, counters, self)
+        pipeline(stream, writer, config, counters, self)
     }
 }
 
 // ANCHOR: pipeline
 /// The pipeline of one connection, from its keystrokes to its screen.
-fn serve(
+fn pipeline(
     stream: TcpStream,
     writer: TcpStream,
     config: &Config,
@@ -106,9 +128,8 @@ fn serve(
         return;
     }
     let (lines, end) = keystrokes::lines(stream, config.limits);
-    let (seen, debounced) = (counters.clone(), counters.clone());
+    let (seen, debounced, searched) = (counters.clone(), counters.clone(), counters.clone());
     let backends = config.backends.clone();
-    let searched = counters.clone();
     let events = lines
         .map(move |line| count(&seen.lines, line.trim().to_owned()))
         .debounce(config.debounce)
@@ -166,7 +187,7 @@ struct Screen {
 
 impl Subscriber<Event> for Screen {
     fn on_subscribe(&mut self, subscription: Subscription) {
-        *self.stop.subscription.lock().unwrap() = Some(subscription.clone());
+        self.stop.running(&subscription);
         subscription.request(1);
         self.subscription = Some(subscription);
     }
