@@ -97,6 +97,7 @@ where
     }
 }
 
+// ANCHOR: events
 /// Events on the funnel's channel.
 enum Event<I> {
     Next(Source, I),
@@ -107,6 +108,7 @@ enum Event<I> {
     /// The subscriber requested or cancelled: look at [`Downstream`].
     Wake,
 }
+// ANCHOR_END: events
 
 // ANCHOR: run
 /// The funnel coroutine: tell the subscriber the stream started, start the
@@ -162,7 +164,7 @@ where
                 cx.upstreams[source].finished = true;
                 operator.on_error(&mut cx, source, error)
             }
-            // From an upstream this operator already cancelled (rule 3.8
+            // From an upstream this operator already cancelled (rule 2.8
             // lets a few signals follow a cancel): dropped.
             Event::Next(..) | Event::Complete(_) | Event::Error(..) => {}
         }
@@ -299,6 +301,7 @@ impl<I: Send + 'static, U: Send + 'static> Funnel<I, U> {
         self.arm_at(Instant::now() + after);
     }
 
+    // ANCHOR: arm
     /// Arm the timer to go off at `at` (replacing any armed timer). The
     /// alarm has no 1 ms floor: any length works.
     pub fn arm_at(&mut self, at: Instant) {
@@ -311,6 +314,7 @@ impl<I: Send + 'static, U: Send + 'static> Funnel<I, U> {
             let _ = tx.send(Event::Tick(generation));
         }));
     }
+    // ANCHOR_END: arm
 
     /// Cancel the armed timer, if any.
     pub fn disarm(&mut self) {

@@ -93,14 +93,12 @@ fn wait_until(deadline: Option<Instant>, demand: &Demand) -> bool {
 }
 
 impl<T: Send + 'static> Flux<T> {
-    // ANCHOR: buffer_doc
     /// Items in batches of `count`, or fewer when `max_wait` has passed
     /// since a batch's first item (and at the end). A subscriber with no
     /// demand leaves one finished batch waiting while the next fills; once
     /// that one is full too, nothing more is requested upstream. A `count`
     /// of 0 fails the stream with a message.
     pub fn buffer(self, count: usize, max_wait: Duration) -> Flux<Vec<T>> {
-        // ANCHOR_END: buffer_doc
         if count == 0 {
             return Flux::error(Error::failed(
                 "buffer(0, ..): a batch needs at least 1 item",
