@@ -23,16 +23,17 @@
 //! The workers are OS threads, not may coroutines. A CPU-bound job never
 //! parks, and may switches coroutines only when one parks: a job on a may
 //! worker would hold that worker's OS thread (its run queue and the sockets
-//! only it polls) for as long as it computes. Every coroutine of the program
-//! would wait for the sort. On threads of its own the pool competes for
+//! only it polls) for as long as it computes. With a job on every may
+//! worker, every coroutine of the program would wait for the sort. On threads of its own the pool competes for
 //! cores through the OS scheduler instead, like rayon's pool. `install`
 //! waits on a may channel, so a coroutine that calls it parks and frees its
 //! may worker until the result comes back; a plain thread blocks.
 //!
 //! The pool's threads have `std`'s default stack (2 MiB, with a guard page:
 //! an overflow aborts cleanly instead of corrupting memory as on a coroutine
-//! stack). Helping runs other jobs on top of the waiting job's frames; the
-//! stats report the deepest such nesting seen ([`ForkJoinStats::deepest`]).
+//! stack). Helping runs other jobs on top of the waiting job's frames, at
+//! most 64 deep: a worker at that depth only takes back its own job. The
+//! stats report the deepest nesting seen ([`ForkJoinStats::deepest`]).
 //!
 //! ```
 //! use may_patterns::pool::fork_join::quicksort;
