@@ -240,12 +240,13 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} jobs ({} io, {} cpu; mix {}) in {} bursts of {}, one every {}",
+            "{} jobs ({} io, {} cpu; mix {}) in {} burst{} of up to {}, one every {}",
             self.jobs,
             self.io_jobs,
             self.cpu_jobs,
             self.mix,
             self.bursts.len(),
+            if self.bursts.len() == 1 { "" } else { "s" },
             self.burst,
             Ms(self.gap_ms)
         )?;

@@ -36,7 +36,7 @@ pub struct Session {
     pub submitting: Vec<Duration>,
     /// Every job's outcome, by job number.
     pub outcomes: Vec<Outcome>,
-    /// From the first submit to the last job's end.
+    /// From the pool's start to the last job's end.
     pub elapsed: Duration,
     pub timeline: Vec<Sample>,
     pub events: Vec<ScaleEvent>,
@@ -47,13 +47,15 @@ pub struct Session {
 /// Run the trace the flags describe on the pool they describe.
 pub fn run(cli: &Cli) -> Result<Session, Failure> {
     cli.check().map_err(Failure::Usage)?;
+    // The pool's samples and events count from its start: so do the
+    // bursts, to draw them on one time axis.
+    let started = Instant::now();
     let pool = Pool::new(cli.pool_config()).map_err(|e| Failure::Usage(e.to_string()))?;
     let cpu = cpu_threads(cli)?;
     let kinds = cli.mix.kinds(cli.jobs, cli.seed);
     let bursts = trace(cli.jobs, cli.burst, cli.gap);
     let mut handles: Vec<JobHandle<u64>> = Vec::with_capacity(cli.jobs);
     let mut submitting = Vec::with_capacity(bursts.len());
-    let started = Instant::now();
     for burst in &bursts {
         // The main thread is an OS thread, not a may worker: a std sleep
         // holds up no coroutine.
@@ -129,7 +131,7 @@ fn job_body(
     cpu: CpuThreads,
 ) -> impl FnOnce() -> u64 + Send + 'static {
     let (wait, rounds, seed) = (cli.io_wait, cli.cpu_work, cli.seed ^ job as u64);
-    let panics = cli.panic_every > 0 && (job + 1) % cli.panic_every == 0;
+    let panics = cli.panic_every > 0 && (job + 1).is_multiple_of(cli.panic_every);
     move || {
         if panics {
             panic!("job {job} panics on purpose (--panic-every)");
