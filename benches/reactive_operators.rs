@@ -149,20 +149,30 @@ fn row(what: &str, chain: fn(usize) -> u64) -> (String, Vec<Cell>) {
 
 fn main() {
     support::configure_may();
+    // Other work on the machine shows in every row: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .next()
+        .unwrap_or("unknown")
+        .to_owned();
     let rows = vec![
         row("iterator chain (boxed maps)", iterator_chain),
         row("Flux, pulled with iter(256)", flux_chain),
         row("Flux, one subscriber asking for all", flux_subscribed),
         row("channels between coroutines", channel_chain),
     ];
+    let note = format!(
+        "Items a second through a chain of N `map`s (200,000 items, median of 5 runs, pulled \
+         by the bench's main thread, 2 may workers); the last column is the cost of one more \
+         map per item, from the 1-map and 16-map chains (a dash: the 16-map chain was not \
+         slower, the cost is below the runs' noise). Load average before the runs: {load}."
+    );
     support::write_cells_table_of(
         "reactive_operators",
         "reactive_pipeline",
         "operators.md",
-        "Items a second through a chain of N `map`s (200,000 items, median of 5 runs, pulled \
-         by the bench's main thread, 2 may workers); the last column is the cost of one more \
-         map per item, from the 1-map and 16-map chains (a dash: the 16-map chain was not \
-         slower, the cost is below the runs' noise).",
+        &note,
         &["1 map", "4 maps", "16 maps", "per map, per item"],
         &rows,
     );

@@ -510,10 +510,7 @@ fn bad_command_lines_exit_2_with_a_reason() {
             "must be longer than 0",
         ),
         (&["--max-line", "0", "--demo"], "must be at least 1"),
-        (
-            &["--idle-timeout", "1ms", "--demo"],
-            "must be at least 250ms",
-        ),
+        (&["--idle-timeout", "0s", "--demo"], "must be longer than 0"),
         (&["--backends", "localhost:80"], "invalid socket address"),
         (&["--debounce", "50ms"], "--backends"),
     ] {

@@ -2,12 +2,13 @@
 //! from the socket only when the pipeline has asked for one (demand), and
 //! never longer than the limit.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use may::go;
 use may::net::TcpStream;
+use may_patterns::alarm;
 use may_patterns::reactive::{Demand, Error, Flux, Publisher, Subscriber};
 
 /// Why the keystroke stream ended.
@@ -89,11 +90,6 @@ fn read_on_demand(
     demand: &Demand,
     subscriber: &mut dyn Subscriber<String>,
 ) -> (End, Option<Result<(), Error>>) {
-    // A may socket timeout, armed on every read; at least 250 ms (see cli).
-    if stream.set_read_timeout(Some(limits.idle)).is_err() {
-        let error = Error::failed("cannot set the idle timeout");
-        return (End::Failed, Some(Err(error)));
-    }
     let mut reader = BufReader::new(stream);
     loop {
         match demand.take_one() {
@@ -101,7 +97,24 @@ fn read_on_demand(
             Ok(false) => return (End::Cancelled, None),
             Err(e) => return (End::Failed, Some(Err(e))),
         }
-        match read_line(&mut reader, limits) {
+        // The idle deadline is kept by the alarm thread, which shuts the
+        // socket's reading side when it passes, so the read below returns:
+        // no may timer (see may_patterns::alarm). Dropped, it is disarmed.
+        let at = Instant::now() + limits.idle;
+        let deadline = match alarm::shared().shutdown_read_at(reader.get_ref(), at) {
+            Ok(deadline) => deadline,
+            Err(e) => {
+                let error = Error::failed(format!("cannot arm the idle timeout: {e}"));
+                return (End::Failed, Some(Err(error)));
+            }
+        };
+        let line = read_line(&mut reader, limits.max_line);
+        if deadline.fired() {
+            let idle = humantime::format_duration(limits.idle);
+            let error = Error::failed(format!("nothing received for {idle}"));
+            return (End::Idle, Some(Err(error)));
+        }
+        match line {
             Ok(Some(line)) => subscriber.on_next(line),
             Ok(None) => return (End::Closed, Some(Ok(()))),
             Err((why, text)) => return (why, Some(Err(Error::failed(text)))),
@@ -111,20 +124,13 @@ fn read_on_demand(
 
 /// One line, at most `max_line` bytes before its newline. `Ok(None)` at the
 /// end of the stream; a last line without a newline still counts.
-fn read_line(
-    reader: &mut impl BufRead,
-    limits: LineLimits,
-) -> Result<Option<String>, (End, String)> {
+fn read_line(reader: &mut impl BufRead, max_line: usize) -> Result<Option<String>, (End, String)> {
     let mut line = Vec::new();
     // `take` bounds a line that never ends, too: one byte over is enough.
-    let bound = limits.max_line as u64 + 2; // the line, `\r` and `\n`
+    let bound = max_line as u64 + 2; // the line, `\r` and `\n`
     match reader.by_ref().take(bound).read_until(b'\n', &mut line) {
         Ok(0) => return Ok(None),
         Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-            let idle = humantime::format_duration(limits.idle);
-            return Err((End::Idle, format!("nothing received for {idle}")));
-        }
         Err(e) => return Err((End::Failed, format!("cannot read: {e}"))),
     }
     if line.last() == Some(&b'\n') {
@@ -133,9 +139,8 @@ fn read_line(
             line.pop();
         }
     }
-    if line.len() > limits.max_line {
-        let max = limits.max_line;
-        return Err((End::TooLong, format!("line longer than {max} bytes")));
+    if line.len() > max_line {
+        return Err((End::TooLong, format!("line longer than {max_line} bytes")));
     }
     Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
@@ -146,14 +151,10 @@ mod tests {
     use super::*;
 
     fn lines_of(input: &str, max_line: usize) -> Vec<Result<Option<String>, End>> {
-        let limits = LineLimits {
-            max_line,
-            idle: Duration::from_secs(1),
-        };
         let mut reader = BufReader::new(input.as_bytes());
         let mut out = Vec::new();
         loop {
-            let line = read_line(&mut reader, limits).map_err(|(why, _)| why);
+            let line = read_line(&mut reader, max_line).map_err(|(why, _)| why);
             let last = !matches!(line, Ok(Some(_)));
             out.push(line);
             if last {

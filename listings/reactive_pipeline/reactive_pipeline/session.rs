@@ -15,6 +15,9 @@ use may_patterns::reactive::{Error, Subscriber, Subscription};
 use crate::keystrokes::{self, End, LineLimits};
 use crate::search::{self, Answer, Backends, Event, Offer};
 
+/// How long a write to a client may wait for the client to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How every session runs.
 pub struct Config {
     pub debounce: Duration,
@@ -122,9 +125,10 @@ fn pipeline(
     counters: &Arc<Counters>,
     session: Session,
 ) {
-    // A client that stops reading would park a write for ever: the idle
-    // timeout bounds writes too.
-    if writer.set_write_timeout(Some(config.limits.idle)).is_err() {
+    // A client that stops reading would park a write for ever. A may socket
+    // timeout, armed only when a write has to wait: long, so it stays clear
+    // of may 0.3.51's timer race (the Pitfalls reference).
+    if writer.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
         return;
     }
     let (lines, end) = keystrokes::lines(stream, config.limits);
