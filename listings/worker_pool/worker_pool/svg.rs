@@ -189,3 +189,16 @@ fn legend(svg: &mut String) {
     )
     .unwrap();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_end_on_a_round_number_at_or_above_the_highest_value() {
+        assert_eq!(nice_ceiling(1.0), 1.0);
+        assert_eq!(nice_ceiling(32.0), 50.0);
+        assert_eq!(nice_ceiling(200.0), 200.0);
+        assert_eq!(nice_ceiling(201.0), 500.0);
+    }
+}
