@@ -150,6 +150,7 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use may_patterns::pool::Shutdown;
     use may_patterns::runtime::configure_for_tests;
 
     #[test]
@@ -177,8 +178,10 @@ mod tests {
         for (i, ticket) in tickets {
             assert_eq!(ticket.wait(), Some(i * 2));
         }
-        let stats = lanes.pool.stats();
-        assert_eq!((stats.completed, stats.panicked), (200, 0));
+        // A ticket is answered from inside its runner, before the pool
+        // counts the runner: read the counts once every worker has ended.
+        let report = lanes.pool.shutdown(Shutdown::Drain);
+        assert_eq!((report.completed, report.stats.panicked), (200, 0));
     }
 
     #[test]
@@ -189,6 +192,7 @@ mod tests {
         let good = lanes.submit(Lane::Bulk, || 7u64);
         assert_eq!(bad.wait(), None);
         assert_eq!(good.wait(), Some(7));
-        assert_eq!(lanes.pool.stats().panicked, 1);
+        let report = lanes.pool.shutdown(Shutdown::Drain);
+        assert_eq!((report.completed, report.stats.panicked), (1, 1));
     }
 }
