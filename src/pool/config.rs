@@ -8,12 +8,18 @@ use std::time::Duration;
 /// words, 32 KiB on a 64-bit machine), so workers reuse may's pooled stacks.
 pub const DEFAULT_STACK_SIZE: usize = 32 * 1024;
 
-/// The smallest worker stack [`Config::check`] accepts. The worker loop with
-/// an empty job used under 2 KiB in a debug build (measured with an odd stack
-/// size, which makes may print a coroutine's use when it ends); the rest is
-/// room for the job, which runs on the same stack.
-pub const MIN_STACK_SIZE: usize = 8 * 1024;
+/// The smallest worker stack [`Config::check`] accepts. A panicking job must
+/// still fit: the worker catches the panic only if the panic hook, which
+/// prints a backtrace when `RUST_BACKTRACE` is set, runs to its end on the
+/// worker's stack. Measured in a debug build with an odd stack size (may
+/// then prints a coroutine's use when it ends): the worker loop alone used
+/// 580 words (4.6 KiB), a panic 789 words, and a panic with
+/// `RUST_BACKTRACE=1` 2821 words (22 KiB), which overflowed a 20 KiB stack
+/// and lost the worker and the job's result. The test
+/// `a_panic_fits_the_smallest_stack` runs one at this size.
+pub const MIN_STACK_SIZE: usize = DEFAULT_STACK_SIZE;
 
+// ANCHOR: config
 /// How a pool is sized and how its scaler behaves.
 ///
 /// A pool with `min == max` is *fixed*: it starts `max` workers and runs no
@@ -35,10 +41,12 @@ pub struct Config {
     /// How often the scaler looks. It runs on its own OS thread, so it can
     /// wait without a may timer.
     pub tick: Duration,
-    /// Bytes of stack per worker coroutine. Jobs run on their worker's
-    /// stack: size it for the deepest job the pool admits.
+    /// Bytes of stack per worker coroutine, at least [`MIN_STACK_SIZE`].
+    /// Jobs run on their worker's stack: size it for the deepest job the
+    /// pool admits, and its panic.
     pub stack_size: usize,
 }
+// ANCHOR_END: config
 
 /// Why a [`Config`] was refused. Each prints as one sentence naming the
 /// command-line flag a program built on the pool would take for the field.
@@ -133,7 +141,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::StackTooSmall { bytes } => write!(
                 f,
-                "--stack {bytes} bytes is below the smallest worker stack, {MIN_STACK_SIZE} bytes"
+                "--stack {bytes} is below {MIN_STACK_SIZE} bytes, the smallest worker stack"
             ),
         }
     }

@@ -160,6 +160,7 @@ impl Rule {
     }
 
     // ANCHOR: scale_rule
+    /// One tick: grow, shrink or stay (the rule is in the module comment).
     pub(crate) fn decide(&mut self, seen: Seen) -> Decision {
         // A job waiting in the queue means no worker was spare.
         let spare = if seen.queued > 0 { 0 } else { seen.spare_low };
@@ -272,7 +273,8 @@ fn look(shared: &Shared) -> Seen {
 }
 
 /// Ask one idle worker to end. The queue is all but empty when the rule
-/// shrinks, so it has room; if a burst just filled it, the shrink waits.
+/// shrinks, so it has room; if a burst has just filled it, fewer workers
+/// retire and the rule looks again after its next window.
 fn retire_one(shared: &Shared, queue: &Sender<Msg>) -> bool {
     shared.counts.retiring.fetch_add(1, Ordering::SeqCst);
     match queue.try_send(Msg::Retire) {

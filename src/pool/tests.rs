@@ -95,7 +95,7 @@ fn bad_configs_are_refused_with_a_sentence() {
                 stack_size: 1024,
                 ..Config::fixed(1, 1)
             },
-            "--stack 1024 bytes is below the smallest worker stack, 8192 bytes",
+            "--stack 1024 is below 32768 bytes, the smallest worker stack",
         ),
     ];
     for (config, sentence) in cases {
@@ -229,6 +229,27 @@ fn a_panicking_job_is_an_error_and_its_worker_carries_on() {
     let stats = pool.stats();
     assert_eq!((stats.workers, stats.panicked, stats.completed), (1, 2, 1));
     assert_eq!(stats.busy, 0);
+}
+
+#[test]
+fn a_panic_fits_the_smallest_stack() {
+    configure_for_tests();
+    within_10s(|| {
+        // One word over the minimum: not may's default size, so a fresh
+        // stack of this size, not a pooled one of the default.
+        let config = Config {
+            stack_size: config::MIN_STACK_SIZE + 8,
+            ..Config::fixed(1, 2)
+        };
+        let pool = Pool::new(config).unwrap();
+        let panicked = pool.submit(|| -> u8 { panic!("on a small stack") });
+        assert!(panicked.unwrap().join().is_err());
+        assert_eq!(
+            pool.submit(|| 1).unwrap().join(),
+            Ok(1),
+            "the worker survived"
+        );
+    });
 }
 
 #[test]
