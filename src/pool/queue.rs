@@ -30,13 +30,16 @@ pub(crate) enum Ran {
     Panicked,
 }
 
+/// A job with its type erased; see [`Task`].
+pub(crate) type Run = Box<dyn FnOnce(Instant, &Shared) + Send>;
+
 /// A job with its type erased: the closure runs the user's job, times it
 /// from the start instant it is given, counts it in the pool's counters and
 /// completes the job's handle. Dropping it unrun cancels the job (its
 /// handle sees the sender go).
 pub(crate) struct Task {
     pub(crate) id: JobId,
-    pub(crate) run: Box<dyn FnOnce(Instant, &Shared) + Send>,
+    pub(crate) run: Run,
 }
 
 /// Jobs accepted and not yet started, by id; ids are handed out under the
