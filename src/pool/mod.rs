@@ -7,9 +7,9 @@
 //! - [`handle`]: a job's [`JobHandle`], its result or [`JobError`], its [`Timing`].
 //! - [`fork_join`]: a [`ForkJoinPool`] of OS threads for recursive CPU work,
 //!   jobs that fork jobs ([`Scheduling::Stealing`] or one shared queue).
-//! - [`queue`]: what the bounded queue carries, and the book of waiting jobs
+//! - `queue`: what the bounded queue carries, and the book of waiting jobs
 //!   that tells the scaler how long the oldest has waited.
-//! - [`worker`]: the worker coroutine's loop; a job's panic is caught there.
+//! - `worker`: the worker coroutine's loop; a job's panic is caught there.
 //! - [`scale`]: the scaler thread and its rule (grow, shrink, hysteresis),
 //!   with the [`Sample`]s and [`ScaleEvent`]s it records.
 //! - [`shutdown`]: [`Shutdown::Drain`] or [`Shutdown::Cancel`], the
@@ -139,8 +139,8 @@ impl Pool {
         for _ in 0..shared.config.min {
             worker::spawn(&shared);
         }
-        let scaler = (!shared.config.is_fixed())
-            .then(|| Scaler::start(Arc::clone(&shared), sender.clone()));
+        let scaler =
+            (!shared.config.is_fixed()).then(|| Scaler::start(Arc::clone(&shared), sender.clone()));
         Ok(Pool {
             shared,
             sender: Some(sender),

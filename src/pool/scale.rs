@@ -3,7 +3,7 @@
 //! A pool with `min < max` runs one scaler on its own OS thread (not a may
 //! worker, so it can wait a tick with a plain timed `recv` and no may
 //! timer). Every [`tick`](super::Config::tick) it records a [`Sample`] and
-//! applies [`Rule`]:
+//! applies its rule:
 //!
 //! - **grow** by one worker, up to `max`, when the oldest job not yet started
 //!   has waited at least `grow_after` (time parked on a full queue counts:
