@@ -156,7 +156,9 @@ impl Pool {
 
     // ANCHOR: submit
     /// Queue `job`, parking the caller while the queue is full; its handle
-    /// gives the result. Fails only once the pool is closed.
+    /// gives the result. Fails only once the pool is closed. A job that
+    /// submits to its own pool and joins the handle can wait forever once
+    /// every worker does the same: such jobs belong on the fork-join pool.
     pub fn submit<T, F>(&self, job: F) -> Result<JobHandle<T>, Closed>
     where
         F: FnOnce() -> T + Send + 'static,

@@ -86,7 +86,9 @@ impl Pool {
 impl Drop for Pool {
     /// Drain the queue and wait for every worker, as
     /// `shutdown(Shutdown::Drain)` does: dropping a pool neither loses
-    /// accepted jobs nor leaves workers behind.
+    /// accepted jobs nor leaves workers behind. So the last `Arc` of a pool
+    /// must not be dropped by one of its own jobs (that worker would wait
+    /// for itself).
     fn drop(&mut self) {
         if self.sender.is_some() {
             self.finish(Shutdown::Drain);
