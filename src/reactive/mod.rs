@@ -30,22 +30,28 @@
 //! ```
 
 mod bridge;
+mod call;
 mod combine;
 mod error;
+mod flat_map;
 mod flux;
 pub mod funnel;
+mod hot;
 mod ops;
 mod probe;
 mod retry;
 mod signal;
 mod subscriber;
 mod subscription;
+mod switch_map;
 mod time;
 
 pub use bridge::{Iter, COLLECT_PREFETCH};
+pub use call::Cancelled;
 pub use combine::PER_SOURCE;
 pub use error::Error;
 pub use flux::{Flux, Publisher};
+pub use hot::{Backpressure, Hot, HotStats, StrategyStats};
 pub use probe::{Probe, ProbeSubscriber, SerialCheck, SerialGuard};
 pub use signal::Signal;
 pub use subscriber::Subscriber;
