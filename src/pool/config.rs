@@ -11,12 +11,13 @@ pub const DEFAULT_STACK_SIZE: usize = 32 * 1024;
 /// The smallest worker stack [`Config::check`] accepts. A panicking job must
 /// still fit: the worker catches the panic only if the panic hook, which
 /// prints a backtrace when `RUST_BACKTRACE` is set, runs to its end on the
-/// worker's stack. Measured in a debug build with an odd stack size (may
-/// then prints a coroutine's use when it ends): the worker loop alone used
-/// 580 words (4.6 KiB), a panic 789 words, and a panic with
-/// `RUST_BACKTRACE=1` 2821 words (22 KiB), which overflowed a 20 KiB stack
-/// and lost the worker and the job's result. The test
-/// `a_panic_fits_the_smallest_stack` runs one at this size.
+/// worker's stack. Measured with an odd stack size (may then prints a
+/// coroutine's use when it ends), in words, debug build / release build:
+/// the worker loop with trivial jobs 580 / 199, a panic 789 / 613, a panic
+/// with `RUST_BACKTRACE=1` 2821 / 2641 (22 KiB / 21 KiB). In a debug build
+/// that panic overflowed a 20 KiB stack: the worker ended without running
+/// its destructors, and the job's handle never got its result. The test
+/// `a_panic_fits_the_smallest_stack` runs a panic at this size.
 pub const MIN_STACK_SIZE: usize = DEFAULT_STACK_SIZE;
 
 // ANCHOR: config
