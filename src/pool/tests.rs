@@ -552,3 +552,68 @@ fn a_closed_pool_refuses_jobs() {
     let report = pool.shutdown(Shutdown::Drain);
     assert_eq!((report.stats.submitted, report.completed), (1, 1));
 }
+
+#[test]
+fn the_books_balance_with_many_submitters_panics_and_a_cancel() {
+    configure_for_tests();
+    within_10s(|| {
+        let pool = Arc::new(quick(1, 4, ms(50)));
+        let submitters: Vec<_> = (0..4u64)
+            .map(|s| {
+                let pool = Arc::clone(&pool);
+                may::go!(move || {
+                    (0..100u64)
+                        .map(|i| {
+                            let n = s * 100 + i;
+                            let job = move || {
+                                crate::alarm::shared().sleep(Duration::from_micros(200));
+                                assert!(n % 7 != 0, "job {n} fails");
+                                n
+                            };
+                            // Half park on a full queue, half shed the load.
+                            let handle = match n % 2 {
+                                0 => pool.submit(job).ok(),
+                                _ => pool.try_submit(job).ok(),
+                            };
+                            (n, handle)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let jobs: Vec<_> = submitters
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect();
+        let pool = Arc::into_inner(pool).expect("every submitter has returned");
+        let report = pool.shutdown(Shutdown::Cancel);
+        let (mut ok, mut panicked, mut cancelled, mut refused) = (0, 0, Vec::new(), 0);
+        for (n, handle) in jobs {
+            let Some(handle) = handle else {
+                refused += 1;
+                continue;
+            };
+            let id = handle.id();
+            match handle.join() {
+                Ok(value) => {
+                    assert_eq!(value, n);
+                    ok += 1;
+                }
+                Err(JobError::Panicked(message)) => {
+                    assert_eq!(message, format!("job {n} fails"));
+                    panicked += 1;
+                }
+                Err(JobError::Cancelled) => cancelled.push(id),
+            }
+        }
+        cancelled.sort_unstable();
+        let stats = &report.stats;
+        assert_eq!(stats.submitted, 400 - refused, "{stats:?}");
+        assert_eq!((report.completed, stats.panicked), (ok, panicked));
+        assert_eq!(report.cancelled, cancelled);
+        assert_eq!(stats.cancelled, cancelled.len() as u64);
+        assert_eq!(ok + panicked + stats.cancelled, stats.submitted);
+        assert_eq!((stats.workers, stats.busy, stats.queued), (0, 0, 0));
+        assert!(stats.queue_high_water <= 64);
+    });
+}
