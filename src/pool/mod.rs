@@ -192,14 +192,15 @@ impl Pool {
     {
         let sender = self.open_sender().ok_or(SubmitError::Closed)?;
         let (completer, handle) = handle::pair();
-        let id = self.shared.waiting.admit(|id, submitted| {
+        let admitted = self.shared.waiting.admit(|id, submitted| {
             let task = worker::task(id, submitted, job, completer);
-            sender
-                .try_send(Msg::Job(task))
-                .map_err(|refused| match refused {
-                    TrySendError::Full(_) => SubmitError::Full,
-                    TrySendError::Disconnected(_) => SubmitError::Closed,
-                })
+            sender.try_send(Msg::Job(task))
+        });
+        // A refused job is dropped here, outside the book's lock: its
+        // captures' destructors are the caller's code.
+        let id = admitted.map_err(|refused| match refused {
+            TrySendError::Full(_) => SubmitError::Full,
+            TrySendError::Disconnected(_) => SubmitError::Closed,
         })?;
         self.shared.accepted();
         Ok(handle.numbered(id))

@@ -58,7 +58,8 @@ struct Book {
 impl Waiting {
     /// Number a job, stamp it and write it in, if `send` puts it in the
     /// queue. `send` runs under the lock, so it must not park (`try_send`
-    /// only); an id it refuses is handed out again.
+    /// only); an id it refuses is handed out again. Its error (which holds
+    /// the refused job) goes back to the caller to drop after the lock.
     pub(crate) fn admit<E>(
         &self,
         send: impl FnOnce(JobId, Instant) -> Result<(), E>,
