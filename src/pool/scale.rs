@@ -90,11 +90,11 @@ pub(crate) struct History {
 }
 
 impl History {
-    fn sample(&self, sample: Sample) {
+    pub(crate) fn sample(&self, sample: Sample) {
         push_bounded(&mut lock(&self.samples), sample, TIMELINE_LEN);
     }
 
-    fn event(&self, event: ScaleEvent) {
+    pub(crate) fn event(&self, event: ScaleEvent) {
         push_bounded(&mut lock(&self.events), event, EVENTS_LEN);
     }
 

@@ -374,6 +374,30 @@ fn the_rule_does_not_shrink_within_idle_of_a_grow() {
     assert_eq!(rule.decide(quiet(195, 3, 2)), Decision::Shrink(2));
 }
 
+#[test]
+fn the_history_keeps_only_the_latest_samples_and_events() {
+    let history = scale::History::default();
+    for n in 0..scale::TIMELINE_LEN + 5 {
+        history.sample(Sample {
+            at: ms(n as u64),
+            workers: 1,
+            busy: 0,
+            queued: 0,
+        });
+    }
+    for n in 0..scale::EVENTS_LEN + 3 {
+        history.event(ScaleEvent {
+            at: ms(n as u64),
+            kind: ScaleKind::Grew,
+            workers: 2,
+            reason: scale::GREW_BECAUSE,
+        });
+    }
+    let (samples, events) = (history.samples(), history.events());
+    assert_eq!((samples.len(), samples[0].at), (scale::TIMELINE_LEN, ms(5)));
+    assert_eq!((events.len(), events[0].at), (scale::EVENTS_LEN, ms(3)));
+}
+
 // --- a scaling pool, live (short ticks, loose bounds) ---
 
 /// A dynamic pool with short ticks for tests.
