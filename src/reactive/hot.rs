@@ -305,8 +305,23 @@ impl<T: Send + 'static> Control for LaneControl<T> {
     }
 }
 
+/// Closes its lane when the delivery coroutine ends, however it ends: a
+/// subscriber whose callback panicked must not leave an emitter waiting
+/// for room in a buffer nobody will empty.
+struct CloseOnExit<T>(Arc<Lane<T>>);
+
+impl<T> Drop for CloseOnExit<T> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.cancelled = true;
+        state.held.clear();
+        self.0.close();
+    }
+}
+
 /// The delivery coroutine of one subscription.
 fn deliver<T: Send + 'static>(lane: Arc<Lane<T>>, mut subscriber: Box<dyn Subscriber<T>>) {
+    let _close = CloseOnExit(lane.clone());
     subscriber.on_subscribe(Subscription::new(LaneControl(lane.clone())));
     loop {
         match lane.next_step() {

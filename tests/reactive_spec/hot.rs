@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use may_patterns::reactive::{Backpressure, Error, Flux, Hot, Probe, Signal};
+use may_patterns::reactive::{
+    Backpressure, Error, Flux, Hot, Probe, Signal, Subscriber, Subscription,
+};
 
 use crate::{init, QUIET, WAIT};
 
@@ -244,6 +246,45 @@ fn a_cancelled_buffer_subscriber_does_not_hold_the_emitter() {
         Ok(()),
         "the emitter stayed parked after the cancel"
     );
+}
+
+/// A subscriber whose `on_next` panics.
+struct Panics;
+
+impl Subscriber<u32> for Panics {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        subscription.request(u64::MAX);
+    }
+    fn on_next(&mut self, _item: u32) {
+        panic!("a subscriber's bug");
+    }
+    fn on_error(&mut self, _error: Error) {}
+    fn on_complete(&mut self) {}
+}
+
+#[test]
+fn a_subscriber_that_panics_does_not_hold_the_emitter() {
+    init();
+    let hot = Hot::new();
+    hot.flux(Backpressure::Buffer(1)).subscribe(Panics);
+    let (probe, subscriber) = Probe::new();
+    hot.flux(Backpressure::Buffer(1)).subscribe(subscriber);
+    probe.request(u64::MAX);
+    let (done_tx, done) = may::sync::mpsc::channel();
+    let emitter = hot.clone();
+    may::go!(move || {
+        for i in 0..5u32 {
+            emitter.emit(i);
+        }
+        let _ = done_tx.send(());
+    });
+    assert_eq!(
+        done.recv(),
+        Ok(()),
+        "the emitter stayed parked on a dead lane"
+    );
+    hot.complete();
+    assert_eq!(items(&probe.wait_terminal(WAIT)), vec![0, 1, 2, 3, 4]);
 }
 
 #[test]
