@@ -122,9 +122,25 @@ fn row(input: &[u64], cutoff: usize) -> Option<(String, Vec<Cell>)> {
     Some((what, cells))
 }
 
+/// The machine's busy and total CPU time so far, and this process's own,
+/// in clock ticks (Linux's /proc/stat and /proc/self/stat).
+fn cpu_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("Linux /proc");
+    let all: Vec<u64> = stat.lines().next().expect("a cpu line")[3..]
+        .split_whitespace()
+        .map(|n| n.parse().expect("a tick count"))
+        .collect();
+    let total: u64 = all.iter().sum();
+    let busy = total - all[3] - all[4]; // less idle and iowait
+    let own = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    let (_, fields) = own.rsplit_once(')').expect("a stat line");
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    let tick = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+    (busy, total, tick(11) + tick(12)) // utime + stime
+}
+
 fn main() {
-    let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load_average = load_average.split_whitespace().next().unwrap_or("unknown");
+    let before = cpu_ticks();
     let input = numbers();
     let pools = Pools {
         rayon: rayon::ThreadPoolBuilder::new()
@@ -149,12 +165,17 @@ fn main() {
         eprintln!("a group has no criterion result (a filtered run?); rayon.md left unchanged");
         return;
     };
+    // What other processes took while the sorts ran: the noise in the figures.
+    let after = cpu_ticks();
+    let others = (after.0 - before.0).saturating_sub(after.2 - before.2);
+    let others = 100.0 * others as f64 / (after.1 - before.1).max(1) as f64;
     let note = format!(
         "Quicksort of {ITEMS} random u64 (fixed seed), slices of `cutoff` or fewer sorted \
          with `sort_unstable`; {THREADS} threads in every pool; criterion medians per sort \
          (10 samples). Ratios are time ÷ rayon's; steals are forked halves run by the other \
          worker in one sort; the last column is the issue's target, Stealing within \
-         {TARGET}x of rayon. Load average before the runs: {load_average}."
+         {TARGET}x of rayon. Other processes used {others:.0}% of the machine's CPU time \
+         while the bench ran."
     );
     let target = format!("within {TARGET}x");
     support::write_cells_table_of(
