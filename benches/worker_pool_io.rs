@@ -203,26 +203,38 @@ struct Measured {
 }
 
 fn measure(mode: &str, jobs: usize) -> Measured {
-    let mut runs: Vec<Measured> = (0..RUNS)
-        .map(|_| {
-            let r = run_child(mode, jobs);
-            Measured {
-                jobs: r["jobs"],
-                per_second: r["jobs"] / (r["elapsed_ns"] / 1e9),
-                elapsed: r["elapsed_ns"],
-                memory: r["memory"],
-                cpu_per_job: r["cpu_ticks"] * 1e7 / r["jobs"],
-            }
+    let r = run_child(mode, jobs);
+    Measured {
+        jobs: r["jobs"],
+        per_second: r["jobs"] / (r["elapsed_ns"] / 1e9),
+        elapsed: r["elapsed_ns"],
+        memory: r["memory"],
+        cpu_per_job: r["cpu_ticks"] * 1e7 / r["jobs"],
+    }
+}
+
+/// Every system `RUNS` times, taking turns (a busy spell of the machine
+/// then hits every system, not one), and each system's median run.
+fn measure_all() -> Vec<Measured> {
+    let mut runs: Vec<Vec<Measured>> = SYSTEMS.iter().map(|_| Vec::new()).collect();
+    for _ in 0..RUNS {
+        for (i, &(mode, _, jobs)) in SYSTEMS.iter().enumerate() {
+            runs[i].push(measure(mode, jobs));
+        }
+    }
+    runs.into_iter()
+        .zip(SYSTEMS)
+        .map(|(mut runs, (mode, _, _))| {
+            runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+            let median = runs.swap_remove(RUNS / 2);
+            println!(
+                "{mode}: {:.0} jobs/s, {:.1} MiB",
+                median.per_second,
+                median.memory / 1_048_576.0
+            );
+            median
         })
-        .collect();
-    runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
-    let median = runs.swap_remove(RUNS / 2);
-    println!(
-        "{mode}: {:.0} jobs/s, {:.1} MiB",
-        median.per_second,
-        median.memory / 1_048_576.0
-    );
-    median
+        .collect()
 }
 
 fn main() {
@@ -232,12 +244,11 @@ fn main() {
     }
     // Another process busy on the two cores slows the thread pools and the
     // pool alike, but not equally: the table says how busy the machine was.
+    // (Read before the runs only: 1,000 threads waking every millisecond
+    // count in the load average themselves.)
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?").to_owned();
-    let measured: Vec<Measured> = SYSTEMS
-        .iter()
-        .map(|&(mode, _, jobs)| measure(mode, jobs))
-        .collect();
+    let measured = measure_all();
     let column = |cell: &dyn Fn(&Measured) -> Cell| measured.iter().map(cell).collect();
     let rows: Vec<(String, Vec<Cell>)> = vec![
         ("jobs run".into(), column(&|m| Cell::Whole(m.jobs as u64))),
@@ -263,9 +274,10 @@ fn main() {
         &format!(
             "Every job waits {} ms: on the pool, parked on the shared alarm; on the thread \
              pools, in `std::thread::sleep`. 1,000 jobs in flight at once (4 on the small \
-             pool), a queue of 1,000 in front of them, one submitting thread; each column is the median of {RUNS} runs by throughput, each run a \
-             process of its own. CPU time is counted in 10 ms ticks. Load average before \
-             the runs: {load}.",
+             pool), a queue of 1,000 in front of them, one submitting thread; each column is \
+             the median of {RUNS} runs by throughput, each run a process of its own, the \
+             systems taking turns. CPU time is counted in 10 ms ticks. Load average before the \
+             runs: {load}.",
             WAIT.as_millis()
         ),
         &titles,
