@@ -572,3 +572,80 @@ impl Credit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control that records what it was asked.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Control for Recorder {
+        fn request(&self, n: u64) {
+            self.0.lock().unwrap().push(format!("request {n}"));
+        }
+        fn cancel(&self) {
+            self.0.lock().unwrap().push("cancel".into());
+        }
+    }
+
+    impl Recorder {
+        fn calls(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn demand_asked_before_the_subscription_arrives_is_made_on_arrival() {
+        let cell = UpCell::default();
+        cell.request(3);
+        cell.request(4);
+        let recorder = Recorder::default();
+        cell.attach(Subscription::new(recorder.clone()));
+        cell.request(1);
+        assert_eq!(recorder.calls(), ["request 7", "request 1"]);
+    }
+
+    #[test]
+    fn a_subscription_that_arrives_after_the_close_is_cancelled() {
+        let cell = UpCell::default();
+        cell.request(3);
+        cell.close();
+        let recorder = Recorder::default();
+        cell.attach(Subscription::new(recorder.clone()));
+        cell.request(1);
+        assert_eq!(recorder.calls(), ["cancel"]);
+    }
+
+    #[test]
+    fn credit_asks_again_once_half_is_free() {
+        crate::runtime::configure_for_tests();
+        // A funnel with one upstream whose subscription records requests.
+        let recorder = Recorder::default();
+        let (tx, _rx) = mpsc::channel::<Event<u8>>();
+        let (_probe, subscriber) = super::super::Probe::<u8>::new();
+        let cell = Arc::new(UpCell::default());
+        cell.attach(Subscription::new(recorder.clone()));
+        let cx = Funnel {
+            down: Box::new(subscriber),
+            demand: 0,
+            tx,
+            upstreams: vec![Upstream {
+                cell,
+                finished: false,
+                closed: false,
+            }],
+            generation: 0,
+            timer: None,
+            ended: false,
+        };
+        let mut credit = Credit::new(0, 4);
+        credit.top_up(&cx);
+        credit.release();
+        credit.top_up(&cx); // 1 of 4 free: not yet
+        credit.release();
+        credit.top_up(&cx); // 2 of 4 free: ask for 2
+        assert_eq!(recorder.calls(), ["request 4", "request 2"]);
+    }
+}
