@@ -81,10 +81,10 @@ enum Outcome {
 }
 
 const WORDS: [&str; 6] = ["rule", "run", "rust", "rustc", "rustup", "ruby"];
-const STEPS: u64 = 10;
+const STEPS: u64 = 100;
 
 // ANCHOR: search
-/// A search that takes 10 steps of 1 ms, checking its token at each; it
+/// A search that takes 100 steps of 1 ms, checking its token at each; it
 /// says on `said` when it has done 3 steps and records how it ended.
 fn search(
     query: String,

@@ -21,12 +21,12 @@ fn items<T: Clone>(signals: &[Signal<T>]) -> Vec<T> {
 }
 
 /// A call that counts itself in `active` while it runs (keeping the most
-/// seen in `most`), waits `work` on the alarm, and answers `n`.
+/// seen in `most`), waits 20 ms on the alarm, and answers `n`.
 fn counted_call(n: u64, active: Arc<AtomicUsize>, most: Arc<AtomicUsize>) -> Flux<u64> {
     Flux::from_call(move |_: &Cancelled| {
         let now = active.fetch_add(1, Ordering::SeqCst) + 1;
         most.fetch_max(now, Ordering::SeqCst);
-        alarm::shared().sleep(Duration::from_millis(3));
+        alarm::shared().sleep(Duration::from_millis(20));
         active.fetch_sub(1, Ordering::SeqCst);
         Ok(n)
     })
