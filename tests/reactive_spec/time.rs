@@ -331,3 +331,19 @@ fn rule_1_1_retry_asks_the_next_try_only_for_unmet_demand() {
     assert_eq!(signals.last(), Some(&Signal::Next(1)));
     probe.cancel();
 }
+
+#[test]
+fn rule_3_6_a_cancelled_time_operator_sends_nothing_more_and_stops_its_source() {
+    init();
+    let (source, stopped) = then(vec![1, 2, 3, 4], End::Stall);
+    let (probe, subscriber) = Probe::new();
+    probe.request(1);
+    source.buffer(2, ms(50)).subscribe(subscriber);
+    probe.wait(1, WAIT);
+    probe.cancel();
+    probe.request(5); // after a cancel: changes nothing
+    assert!(wait_for(&stopped), "the source saw the cancel");
+    std::thread::sleep(QUIET);
+    assert_eq!(probe.signals(), vec![Signal::Next(vec![1, 2])]);
+    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+}
