@@ -137,7 +137,6 @@ where
             upstream.request(1)
         }
     }
-    // ANCHOR_END: filter
     fn on_error(&mut self, error: Error) {
         self.down.on_error(error)
     }
@@ -145,6 +144,7 @@ where
         self.down.on_complete()
     }
 }
+// ANCHOR_END: filter
 
 struct Scan<T, A, F> {
     down: Box<dyn Subscriber<A>>,
@@ -174,7 +174,6 @@ where
     }
 }
 
-// ANCHOR: take
 struct Take<T> {
     down: Box<dyn Subscriber<T>>,
     /// Items still to pass on.
@@ -238,6 +237,7 @@ impl<T: Send + 'static> Take<T> {
     }
 }
 
+// ANCHOR: capped
 /// `take(n)`'s subscription: passes demand on, but never more than `n` in
 /// all, so a bounded source is not asked for items that would be dropped.
 struct Capped {
@@ -265,7 +265,7 @@ impl Control for Capped {
         self.upstream.cancel()
     }
 }
-// ANCHOR_END: take
+// ANCHOR_END: capped
 
 struct Distinct<T> {
     down: Box<dyn Subscriber<T>>,

@@ -14,6 +14,7 @@ use super::{Error, Subscription};
 ///
 /// The callbacks run on the publisher's coroutine (see the module docs): they
 /// must not block the thread, and they run on that coroutine's stack.
+// ANCHOR: trait
 pub trait Subscriber<T>: Send + 'static {
     /// The stream starts: keep `subscription` to request items or cancel.
     fn on_subscribe(&mut self, subscription: Subscription);
@@ -24,6 +25,7 @@ pub trait Subscriber<T>: Send + 'static {
     /// The stream ended; no signal follows.
     fn on_complete(&mut self);
 }
+// ANCHOR_END: trait
 
 /// A boxed subscriber is a subscriber, so operators can wrap `Box<dyn ..>`.
 impl<T, S: Subscriber<T> + ?Sized> Subscriber<T> for Box<S> {

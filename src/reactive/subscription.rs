@@ -19,12 +19,14 @@ use super::Error;
 /// What a subscription does with demand and cancel. Sources use [`Demand`];
 /// operators that rewrite demand (`take`, `flat_map`, ...) implement their
 /// own and wrap the upstream's [`Subscription`].
+// ANCHOR: control
 pub trait Control: Send + Sync + 'static {
     /// Add `n` to the demand; `0` is an error the stream must report (3.9).
     fn request(&self, n: u64);
     /// Stop the stream; calling it again does nothing (3.5, 3.7).
     fn cancel(&self);
 }
+// ANCHOR_END: control
 
 /// The handle a subscriber gets in `on_subscribe`. Clones share one stream.
 #[derive(Clone)]
@@ -60,10 +62,10 @@ impl fmt::Debug for Subscription {
     }
 }
 
-// ANCHOR: demand
+// ANCHOR: state
 /// The counters both sides share. Guarded by a std `Mutex`: every critical
-/// section is a few field updates with no yield or park inside, so it never
-/// holds a may worker for more than a few hundred nanoseconds.
+/// section is a few field updates with no yield or park inside, so the lock
+/// is never held across a park and never makes a may worker wait for long.
 #[derive(Default)]
 struct State {
     /// Items requested and not yet emitted; `u64::MAX` means unbounded.
@@ -124,6 +126,8 @@ impl Control for DemandControl {
     }
 }
 
+// ANCHOR_END: state
+
 impl Drop for DemandControl {
     /// The last `Subscription` clone is gone: once the outstanding demand is
     /// spent the source can stop instead of parking forever.
@@ -154,6 +158,7 @@ impl Demand {
         (Subscription::new(control), Demand { shared })
     }
 
+    // ANCHOR: take_one
     /// Park until there is demand (take one unit and return `Ok(true)`), the
     /// subscriber cancelled or can never ask again (`Ok(false)`: stop), or
     /// it requested 0 (`Err(NonPositiveRequest)`: signal it and stop; later
@@ -200,6 +205,7 @@ impl Demand {
         state.parked = park;
         Ok(None)
     }
+    // ANCHOR_END: take_one
 
     /// Whether the subscriber cancelled (or the stream already reported an
     /// invalid request).
@@ -212,4 +218,3 @@ impl Demand {
         self.shared.lock().outstanding
     }
 }
-// ANCHOR_END: demand

@@ -123,7 +123,10 @@ fn checker_the_serial_check_sees_overlapping_callbacks() {
             finished.recv_timeout(WAIT).expect("both streams end");
         }
     }
-    assert!(check.overlaps() > 0, "two streams on two workers overlapped");
+    assert!(
+        check.overlaps() > 0,
+        "two streams on two workers overlapped"
+    );
 }
 
 #[test]
@@ -166,6 +169,24 @@ fn rule_1_5_a_finite_source_signals_on_complete() {
     two.request(2);
     assert_eq!(two.wait_terminal(WAIT).last(), Some(&Signal::Complete));
     assert_clean(&nothing);
+    assert_clean(&two);
+}
+
+#[test]
+fn rule_1_6_a_finished_stream_ignores_requests() {
+    init();
+    // After on_complete the subscription counts as cancelled: more demand,
+    // even an invalid one, changes nothing.
+    let two = probe(&Flux::range(0, 2));
+    two.request(5);
+    two.wait_terminal(WAIT);
+    two.request(5);
+    two.request(0);
+    assert!(two.wait_dropped(WAIT), "the source ended");
+    assert_eq!(
+        two.signals(),
+        vec![Signal::Next(0), Signal::Next(1), Signal::Complete]
+    );
     assert_clean(&two);
 }
 
@@ -310,7 +331,10 @@ fn rule_3_5_and_3_7_cancel_is_idempotent_and_thread_safe() {
     for thread in threads {
         thread.join().expect("cancel returns normally (3.15)");
     }
-    assert!(started.elapsed() < WAIT, "cancel returned in good time (3.5)");
+    assert!(
+        started.elapsed() < WAIT,
+        "cancel returned in good time (3.5)"
+    );
     assert!(numbers.wait_dropped(WAIT));
     assert_eq!(numbers.next_count(), 10);
     assert!(!numbers.is_terminated());
@@ -492,8 +516,14 @@ fn signals_run_on_the_sources_coroutine() {
         let seen: Vec<_> = (0..12)
             .map(|_| seen.recv_timeout(WAIT).expect("a callback ran"))
             .collect();
-        assert!(seen.iter().all(|(on_coroutine, _)| *on_coroutine), "{seen:?}");
-        assert!(seen.iter().all(|(_, token)| *token == seen[0].1), "{seen:?}");
+        assert!(
+            seen.iter().all(|(on_coroutine, _)| *on_coroutine),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter().all(|(_, token)| *token == seen[0].1),
+            "{seen:?}"
+        );
         tokens.push(seen[0].1);
     }
     assert_ne!(tokens[0], tokens[1], "one coroutine per subscription");
@@ -552,7 +582,11 @@ fn filter_asks_for_one_more_per_dropped_item() {
     even.wait(2, WAIT);
     assert_eq!(even.wait(3, QUIET).len(), 2);
     assert_eq!(even.items(), vec![0, 2]);
-    assert_eq!(*log.lock().unwrap(), vec![2, 1], "one more for the dropped 1");
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![2, 1],
+        "one more for the dropped 1"
+    );
 }
 
 #[test]
@@ -641,4 +675,21 @@ fn dropping_the_iterator_cancels_the_stream() {
     // Before it did: the feeding side finds the channel closed and cancels.
     drop(endless.iter(8));
     source_ended.recv_timeout(WAIT).expect("the source stopped");
+}
+
+#[test]
+fn a_panicking_callback_ends_the_iterator_with_an_error() {
+    init();
+    // A panic is not a signal: it unwinds the source's coroutine and drops
+    // the chain. The pull bridge reports it instead of waiting for ever.
+    let broken = Flux::range(0, 10).map(|n| {
+        assert!(n < 3, "the map function fails on {n}");
+        n
+    });
+    let mut iter = broken.iter(16);
+    assert_eq!(iter.next(), Some(Ok(0)));
+    assert_eq!(iter.next(), Some(Ok(1)));
+    assert_eq!(iter.next(), Some(Ok(2)));
+    assert!(matches!(iter.next(), Some(Err(Error::Failed(_)))));
+    assert_eq!(iter.next(), None);
 }
