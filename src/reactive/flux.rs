@@ -63,6 +63,9 @@ impl<T: Send + 'static> Flux<T> {
     /// A source that runs `make()` for each subscriber and emits the items
     /// of what it returns, one per unit of demand, then completes. The
     /// iterator runs on the subscription's coroutine.
+    // Not `FromIterator`: that takes one iterator, and a cold flux needs a
+    // way to make a fresh one for every subscriber.
+    #[allow(clippy::should_implement_trait)]
     pub fn from_iter<I, F>(make: F) -> Flux<T>
     where
         F: Fn() -> I + Send + Sync + 'static,

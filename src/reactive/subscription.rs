@@ -218,3 +218,40 @@ impl Demand {
         self.shared.lock().outstanding
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demand_left_behind_by_a_dropped_subscription_is_still_served() {
+        let (subscription, demand) = Demand::new();
+        subscription.request(2);
+        drop(subscription);
+        // Called on the test's thread: a wrong answer would park it for good,
+        // so every answer here must come without waiting.
+        assert_eq!(demand.take_one(), Ok(true));
+        assert_eq!(demand.take_one(), Ok(true));
+        assert_eq!(demand.take_one(), Ok(false), "no one can ask again");
+    }
+
+    #[test]
+    fn try_take_one_never_waits_and_cancel_wins() {
+        let (subscription, demand) = Demand::new();
+        assert_eq!(demand.try_take_one(), Ok(None));
+        subscription.request(u64::MAX);
+        assert_eq!(demand.try_take_one(), Ok(Some(true)));
+        assert_eq!(demand.outstanding(), u64::MAX, "unbounded stays unbounded");
+        subscription.cancel();
+        assert!(demand.is_cancelled());
+        assert_eq!(demand.try_take_one(), Ok(Some(false)));
+    }
+
+    #[test]
+    fn an_invalid_request_is_reported_once() {
+        let (subscription, demand) = Demand::new();
+        subscription.request(0);
+        assert_eq!(demand.try_take_one(), Err(Error::NonPositiveRequest));
+        assert_eq!(demand.try_take_one(), Ok(Some(false)));
+    }
+}
