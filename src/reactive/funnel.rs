@@ -135,7 +135,10 @@ where
     };
     cx.down
         .on_subscribe(Subscription::new(DownControl(downstream.clone())));
-    if !cx.take_downstream(&downstream) {
+    // A wake-up posted from `on_subscribe` stays in the channel and is
+    // taken as usual; looking now lets a cancel or `request(0)` made there
+    // stop the stream before any upstream is subscribed.
+    if !cx.take_downstream(&downstream, false) {
         operator.start(&mut cx);
     }
     while !cx.ended {
@@ -146,7 +149,7 @@ where
         let event = next_event(&rx);
         match event {
             Event::Wake => {
-                cx.take_downstream(&downstream);
+                cx.take_downstream(&downstream, true);
             }
             Event::Tick(generation) => {
                 if generation == cx.generation && cx.timer.take().is_some() {
@@ -344,11 +347,14 @@ impl<I: Send + 'static, U: Send + 'static> Funnel<I, U> {
     }
 
     /// Take the subscriber's new demand and cancel; true if the stream is
-    /// over because of them.
-    fn take_downstream(&mut self, downstream: &Downstream<I>) -> bool {
+    /// over because of them. `woken`: this is the funnel taking a `Wake`
+    /// event, so the next change must post another.
+    fn take_downstream(&mut self, downstream: &Downstream<I>, woken: bool) -> bool {
         let state = {
             let mut state = downstream.lock();
-            state.woken = false;
+            if woken {
+                state.woken = false;
+            }
             DownState {
                 added: std::mem::take(&mut state.added),
                 ..*state
