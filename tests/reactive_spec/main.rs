@@ -77,11 +77,17 @@ mod coverage {
         let listed = table_names(&chapter);
         let fns = test_fns(&root.join("tests/reactive_spec"));
         let missing: Vec<_> = listed.iter().filter(|n| !fns.contains(*n)).collect();
-        assert!(missing.is_empty(), "in the table but no such fn: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "in the table but no such fn: {missing:?}"
+        );
         let unlisted: Vec<_> = fns
             .iter()
             .filter(|n| n.starts_with("rule_") && !listed.contains(*n))
             .collect();
-        assert!(unlisted.is_empty(), "rule tests missing from the table: {unlisted:?}");
+        assert!(
+            unlisted.is_empty(),
+            "rule tests missing from the table: {unlisted:?}"
+        );
     }
 }
