@@ -168,7 +168,7 @@ where
                 operator.on_error(&mut cx, source, error)
             }
             // From an upstream this operator already cancelled (rule 2.8
-            // lets a few signals follow a cancel): dropped.
+            // lets a few signals follow a cancel), or after its end: dropped.
             Event::Next(..) | Event::Complete(_) | Event::Error(..) => {}
         }
     }
@@ -272,7 +272,7 @@ impl<I: Send + 'static, U: Send + 'static> Funnel<I, U> {
             return;
         }
         if self.demand != u64::MAX {
-            self.demand -= 1;
+            self.demand = self.demand.saturating_sub(1);
         }
         self.down.on_next(item);
     }
@@ -330,8 +330,12 @@ impl<I: Send + 'static, U: Send + 'static> Funnel<I, U> {
         self.timer.is_some()
     }
 
+    /// Whether a signal from `source` still counts: not after this
+    /// operator cancelled it, nor after its own end (rule 1.7, enforced
+    /// here against an upstream that breaks it).
     fn is_live(&self, source: Source) -> bool {
-        !self.upstreams[source].closed
+        let upstream = &self.upstreams[source];
+        !upstream.closed && !upstream.finished
     }
 
     fn end(&mut self) {

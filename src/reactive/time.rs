@@ -196,7 +196,9 @@ impl<T: Send + 'static> Operator<T, Vec<T>> for Buffer<T> {
     }
 
     fn on_next(&mut self, cx: &mut Funnel<T, Vec<T>>, _: Source, item: T) {
-        self.in_flight -= 1;
+        // Saturating: an upstream that sends more than asked (breaking
+        // rule 1.1) must not make the count wrap.
+        self.in_flight = self.in_flight.saturating_sub(1);
         self.filling.push(item);
         if self.filling.len() == 1 {
             cx.arm(self.max_wait);
@@ -425,7 +427,7 @@ impl PassThrough {
     /// An item arrived: pass it on within the demand it was asked for.
     pub(super) fn pass<T: Send + 'static>(&mut self, cx: &mut Funnel<T, T>, item: T) {
         if self.asked != u64::MAX {
-            self.asked -= 1;
+            self.asked = self.asked.saturating_sub(1);
         }
         cx.emit(item);
     }
