@@ -2,6 +2,8 @@
 //! blocking [`Iterator`] on the other end, for code that wants to loop over
 //! a stream (a test, `main`, a connection's coroutine).
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::bounded;
 
 use super::{Error, Flux, Subscriber, Subscription};
@@ -22,16 +24,17 @@ impl<T: Send + 'static> Flux<T> {
     pub fn iter(&self, prefetch: usize) -> Iter<T> {
         // Room for every requested item, the subscription and the end: a
         // source that keeps to its demand never waits on this channel.
-        let (tx, rx) = bounded::channel(prefetch.saturating_add(2));
+        let (tx, rx) = bounded::channel(prefetch.saturating_add(1));
         let prefetch = prefetch as u64;
+        let link = Arc::new(Mutex::new(Link::Waiting));
         self.subscribe(Feed {
             tx,
             prefetch,
-            subscription: None,
+            link: link.clone(),
         });
         Iter {
             rx,
-            subscription: None,
+            link,
             refill: (prefetch - prefetch / 2).max(1),
             consumed: 0,
             done: false,
@@ -46,24 +49,40 @@ impl<T: Send + 'static> Flux<T> {
 
 /// What the feeding subscriber hands to the iterator.
 enum Message<T> {
-    Subscribed(Subscription),
     Item(T),
     Error(Error),
     Complete,
+}
+
+/// The subscription, shared by both ends under a lock held for a store or
+/// a take only: whichever end comes second sees what the first did, so an
+/// iterator dropped at any moment cancels the stream (through the channel
+/// it could be dropped between the subscription's send and its receipt,
+/// and the source would wait for demand for ever).
+enum Link {
+    /// No subscription yet, and the iterator is still there.
+    Waiting,
+    Subscribed(Subscription),
+    /// The iterator is gone: cancel whatever subscription comes.
+    Dropped,
+}
+
+fn lock(link: &Mutex<Link>) -> std::sync::MutexGuard<'_, Link> {
+    link.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The subscriber side: runs on the source's coroutine and only sends.
 struct Feed<T> {
     tx: bounded::Sender<Message<T>>,
     prefetch: u64,
-    subscription: Option<Subscription>,
+    link: Arc<Mutex<Link>>,
 }
 
 impl<T: Send + 'static> Feed<T> {
     /// Send, or cancel the stream if the iterator is gone.
     fn send(&mut self, message: Message<T>) {
         if self.tx.send(message).is_err() {
-            if let Some(subscription) = self.subscription.take() {
+            if let Link::Subscribed(subscription) = &*lock(&self.link) {
                 subscription.cancel();
             }
         }
@@ -72,8 +91,15 @@ impl<T: Send + 'static> Feed<T> {
 
 impl<T: Send + 'static> Subscriber<T> for Feed<T> {
     fn on_subscribe(&mut self, subscription: Subscription) {
-        self.subscription = Some(subscription.clone());
-        self.send(Message::Subscribed(subscription.clone()));
+        {
+            let mut link = lock(&self.link);
+            if let Link::Dropped = *link {
+                drop(link);
+                subscription.cancel();
+                return;
+            }
+            *link = Link::Subscribed(subscription.clone());
+        }
         subscription.request(self.prefetch);
     }
     fn on_next(&mut self, item: T) {
@@ -90,7 +116,7 @@ impl<T: Send + 'static> Subscriber<T> for Feed<T> {
 /// The pulling end of [`Flux::iter`]. Dropping it cancels the stream.
 pub struct Iter<T> {
     rx: bounded::Receiver<Message<T>>,
-    subscription: Option<Subscription>,
+    link: Arc<Mutex<Link>>,
     /// Request this many again after consuming this many.
     refill: u64,
     consumed: u64,
@@ -111,12 +137,12 @@ impl<T> Iterator for Iter<T> {
                 )));
             };
             match message {
-                Message::Subscribed(subscription) => self.subscription = Some(subscription),
                 Message::Item(item) => {
                     self.consumed += 1;
                     if self.consumed == self.refill {
                         self.consumed = 0;
-                        if let Some(subscription) = &self.subscription {
+                        // An item came, so the subscription is there.
+                        if let Link::Subscribed(subscription) = &*lock(&self.link) {
                             subscription.request(self.refill);
                         }
                     }
@@ -135,10 +161,9 @@ impl<T> Iterator for Iter<T> {
 
 impl<T> Drop for Iter<T> {
     fn drop(&mut self) {
-        if !self.done {
-            if let Some(subscription) = &self.subscription {
-                subscription.cancel();
-            }
+        let was = std::mem::replace(&mut *lock(&self.link), Link::Dropped);
+        if let (false, Link::Subscribed(subscription)) = (self.done, was) {
+            subscription.cancel();
         }
     }
 }
