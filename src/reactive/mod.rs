@@ -15,7 +15,8 @@
 //!   `distinct_until_changed`) add no coroutine: they run inline inside the
 //!   upstream's `on_next`, on the source's coroutine and its stack;
 //! - operators that wait on time or on several upstreams add one coroutine
-//!   per subscription and hand signals over a bounded channel;
+//!   per subscription (a [`funnel`]) and hand signals over one channel, whose
+//!   contents demand bounds;
 //! - [`Flux::iter`] turns the stream into a blocking iterator for the
 //!   calling thread or coroutine.
 //!
