@@ -8,8 +8,9 @@
 //! through one shared FIFO queue (`Scheduling::SharedQueue`). For each, the
 //! listing prints the time, whether the result is sorted, and the pool's
 //! counters: how many forked halves the worker that forked them ran itself
-//! (local pops), how many moved to the other worker (steals), and the most
-//! jobs that helping stacked on one worker's stack. Then it waits for the
+//! (local pops), how many moved to the other worker (steals), the most
+//! jobs that helping stacked on one worker's stack, and how long workers at
+//! the nesting bound waited instead of helping. Then it waits for the
 //! idle pool's workers to park, and reads from Linux's /proc how much CPU
 //! the pool's threads use over the next 100 ms: parked workers use none.
 
@@ -109,8 +110,8 @@ fn main() {
             if sorted { "yes" } else { "NO" }
         );
         println!(
-            "  {} joins: local pops ~{}, steals ~{}; deepest nesting ~{}",
-            stats.joins, stats.local_pops, stats.steals, stats.deepest
+            "  {} joins: local pops ~{}, steals ~{}; deepest nesting ~{}, waited at the bound {:?}",
+            stats.joins, stats.local_pops, stats.steals, stats.deepest, stats.waited_at_bound
         );
         let (parked, cpu) = idle(&pool);
         println!("  then idle: {parked} of {WORKERS} workers parked, CPU used in 100ms: {cpu:?}");

@@ -55,6 +55,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crossbeam_deque::{Injector, Stealer};
 
@@ -97,6 +98,9 @@ pub struct ForkJoinStats {
     /// The most jobs seen running at once on one worker's stack: 1 when no
     /// worker ever ran a job while it helped, more when helping nested.
     pub deepest: usize,
+    /// Time workers at the nesting bound spent waiting for their own job
+    /// instead of helping, summed over the workers.
+    pub waited_at_bound: Duration,
 }
 
 /// One worker's counters, on a cache line of its own so that counting does
@@ -110,6 +114,7 @@ struct Counters {
     steals: AtomicU64,
     parks: AtomicU64,
     deepest: AtomicUsize,
+    bound_nanos: AtomicU64,
 }
 
 /// What every worker of a pool can reach.
@@ -217,6 +222,7 @@ impl ForkJoinPool {
                 .map(|c| c.deepest.load(Ordering::Relaxed))
                 .max()
                 .unwrap_or(0),
+            waited_at_bound: Duration::from_nanos(sum(|c| &c.bound_nanos)),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::panic;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_deque::{Steal, Stealer, Worker as Deque};
 
@@ -210,16 +211,22 @@ impl Worker {
         F: FnOnce(&Worker) -> R + Send,
         R: Send,
     {
+        // Depth is the same on every round: a job run here returns first.
+        let nested = self.depth.get() >= MAX_NESTING;
+        let at_bound = nested.then(Instant::now);
         let mut idle = 0;
+        let mut taken_back = false;
         while !job.is_done() {
-            let nested = self.depth.get() >= MAX_NESTING;
             let found = if nested {
                 self.find(&job_ref)
             } else {
                 self.find_work()
             };
             match found {
-                Some(found) if found.is(&job_ref) => return true,
+                Some(found) if found.is(&job_ref) => {
+                    taken_back = true;
+                    break;
+                }
                 Some(found) => {
                     self.execute(found);
                     idle = 0;
@@ -237,7 +244,13 @@ impl Worker {
                 }
             }
         }
-        false
+        if let Some(since) = at_bound {
+            let waited = since.elapsed().as_nanos() as u64;
+            self.counters()
+                .bound_nanos
+                .fetch_add(waited, Ordering::Relaxed);
+        }
+        taken_back
     }
     // ANCHOR_END: wait_for
 
