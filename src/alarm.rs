@@ -23,10 +23,11 @@
 //! in the circuit-breaker program (200 calls a second, each with a 2 ms
 //! backend wait) the event loop panicked in 3 of 6 runs at a load average
 //! of 5, and in none of 6 once the backend waited on an alarm instead.
-//! [`Alarm`] keeps such waits on its own OS thread: a
-//! coroutine parks on a may channel with no timeout, and the alarm thread
-//! sends to it when the time comes; a socket's wait ends by the alarm thread
-//! shutting the socket's reading side. Long timeouts (a quarter second and
+//! [`Alarm`] keeps such waits on its own OS thread: a coroutine parks on a
+//! one-shot channel with no timeout (the crate's own: a may mpsc channel
+//! per wait would cost about 3 KiB), and the alarm thread sends to it when
+//! the time comes; a socket's wait ends by the alarm thread shutting the
+//! socket's reading side. Long timeouts (a quarter second and
 //! more) are left to may: the window is the same, but a thread is almost
 //! never held off its CPU that long.
 
@@ -39,10 +40,12 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::oneshot;
+
 /// What the alarm thread does when an entry is due.
 enum Action {
     /// Wake a coroutine parked on this channel.
-    Wake(may::sync::mpsc::Sender<()>),
+    Wake(oneshot::Sender<()>),
     /// Shut down the reading side of this socket (a duplicate descriptor of
     /// the watched one), after marking the ring as fired.
     ShutdownRead(std::net::TcpStream, Arc<AtomicBool>),
@@ -107,7 +110,7 @@ impl Alarm {
     /// Any length works, a microsecond included: may's 1 ms floor is a
     /// floor of its timers, and none is used here.
     pub fn sleep(&self, duration: Duration) {
-        let (tx, rx) = may::sync::mpsc::channel();
+        let (tx, rx) = oneshot::channel();
         self.add(Instant::now() + duration, Action::Wake(tx));
         let _ = rx.recv(); // no timeout: no may timer
     }
@@ -214,9 +217,7 @@ fn keep(rx: mpsc::Receiver<Message>) {
             }
             due.pop();
             match actions.remove(&id) {
-                Some(Action::Wake(tx)) => {
-                    let _ = tx.send(());
-                }
+                Some(Action::Wake(tx)) => tx.send(()),
                 Some(Action::ShutdownRead(socket, fired)) => {
                     fired.store(true, Ordering::SeqCst); // before the reader sees end-of-file
                     let _ = socket.shutdown(std::net::Shutdown::Read);

@@ -59,6 +59,7 @@ pub mod clock;
 pub mod http;
 pub mod json;
 pub mod machine;
+mod oneshot;
 pub mod pace;
 pub mod pool;
 pub mod ratelimit;

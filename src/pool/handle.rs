@@ -1,17 +1,16 @@
 //! A submitted job's handle: its id, and the way to its result.
 //!
-//! Each job gets a one-shot may channel. The worker that runs the job sends
-//! the outcome into it; a job dropped unrun (cancelled at shutdown) drops the
-//! sending half instead, which its handle reports as
-//! [`JobError::Cancelled`]. Waiting on the handle parks a coroutine and
-//! blocks a plain thread, whichever calls it.
+//! Each job gets a one-shot channel (the crate's own, a small record and a
+//! may `Blocker`: a may mpsc channel would cost about 3 KiB per job). The
+//! worker that runs the job sends the outcome into it; a job dropped unrun
+//! (cancelled at shutdown) drops the sending half instead, which its handle
+//! reports as [`JobError::Cancelled`]. Waiting on the handle parks a
+//! coroutine and blocks a plain thread, whichever calls it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use may::sync::mpsc;
+use crate::oneshot;
 
 /// A job's number: jobs accepted by one pool are numbered in submission
 /// order from 0.
@@ -54,45 +53,29 @@ type Outcome<T> = Result<(T, Timing), JobError>;
 /// thread to wait on.
 pub struct JobHandle<T> {
     id: JobId,
-    outcome: mpsc::Receiver<Outcome<T>>,
-    finished: Arc<AtomicBool>,
+    outcome: oneshot::Receiver<Outcome<T>>,
 }
 
 /// The worker's side of one job: sends its outcome once.
 pub(crate) struct Completer<T> {
-    outcome: mpsc::Sender<Outcome<T>>,
-    finished: Arc<AtomicBool>,
+    outcome: oneshot::Sender<Outcome<T>>,
 }
 
 /// A new job's two sides.
 pub(crate) fn pair<T>() -> (Completer<T>, JobHandle<T>) {
-    let (tx, rx) = mpsc::channel();
-    let finished = Arc::new(AtomicBool::new(false));
-    let completer = Completer {
-        outcome: tx,
-        finished: Arc::clone(&finished),
-    };
+    let (tx, rx) = oneshot::channel();
     let handle = JobHandle {
         id: 0, // numbered when the queue accepts it
         outcome: rx,
-        finished,
     };
-    (completer, handle)
+    (Completer { outcome: tx }, handle)
 }
 
 impl<T> Completer<T> {
     /// Hand the outcome to the handle. The handle may be gone (nobody waits
     /// for this job): that is not an error.
     pub(crate) fn complete(self, outcome: Outcome<T>) {
-        let _ = self.outcome.send(outcome);
-    }
-}
-
-impl<T> Drop for Completer<T> {
-    /// Runs after `complete`'s send, or when the job is dropped unrun: either
-    /// way, `join` no longer waits.
-    fn drop(&mut self) {
-        self.finished.store(true, Ordering::SeqCst);
+        self.outcome.send(outcome);
     }
 }
 
@@ -114,14 +97,14 @@ impl<T> JobHandle<T> {
 
     /// Wait for the job's result and how long it queued and ran.
     pub fn join_timed(self) -> Result<(T, Timing), JobError> {
-        // A closed channel with nothing in it: the job was dropped unrun.
+        // The sender gone with nothing sent: the job was dropped unrun.
         self.outcome.recv().unwrap_or(Err(JobError::Cancelled))
     }
 
     /// Whether the job has ended (ran, panicked or was cancelled), so that
     /// `join` returns at once.
     pub fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::SeqCst)
+        self.outcome.is_done()
     }
 }
 
