@@ -242,7 +242,16 @@ fn a_panic_fits_the_smallest_stack() {
             ..Config::fixed(1, 2)
         };
         let pool = Pool::new(config).unwrap();
-        let panicked = pool.submit(|| -> u8 { panic!("on a small stack") });
+        // The panic hook prints a backtrace only under RUST_BACKTRACE, and
+        // that is its deepest path; capture and print one here whatever
+        // the environment, so the test checks the worst case everywhere.
+        let panicked = pool.submit(|| -> u8 {
+            let trace = std::backtrace::Backtrace::force_capture().to_string();
+            panic!(
+                "on a small stack, after a backtrace of {} bytes",
+                trace.len()
+            )
+        });
         assert!(panicked.unwrap().join().is_err());
         assert_eq!(
             pool.submit(|| 1).unwrap().join(),
