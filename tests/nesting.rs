@@ -7,7 +7,7 @@
 //! `cargo test --test nesting` drives debug builds (what `cargo run`
 //! makes); `cargo test --release --test nesting` drives release builds.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::sync::mpsc::Receiver;
@@ -245,4 +245,106 @@ fn scatter_gather_fails_a_backend_whose_answer_is_too_deep_and_merges_the_rest()
         .map(|p| p["sku"].as_str().unwrap())
         .collect();
     assert_eq!(skus, ["s-at-limit", "s-plain"]);
+}
+
+/// A backend that answers `/search?q=WORD` with the body `answer(WORD)`,
+/// on a plain thread with std sockets (this is the test, not a may worker).
+fn word_backend(answer: fn(&str) -> String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let word = head.split(['=', ' ']).nth(2).unwrap_or_default();
+            let body = answer(word);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// Nested `levels` deep in all: the answer, its offers, one offer, then
+/// objects inside that offer.
+fn nested_answer(levels: usize) -> String {
+    let inner = levels.saturating_sub(3);
+    let deep = format!("{}1{}", r#"{"k":"#.repeat(inner), "}".repeat(inner));
+    format!(
+        r#"{{"backend":"odd","offers":[{{"sku":"a","shop":"odd","price_cents":1,"x":{deep}}}]}}"#
+    )
+}
+
+#[test]
+fn the_type_ahead_server_fails_a_backend_answer_too_deep_or_too_big_and_keeps_serving() {
+    let odd = word_backend(|word| match word {
+        "limit" => nested_answer(MAX_DEPTH),
+        "deeper" => nested_answer(MAX_DEPTH + 1),
+        "serde" => nested_answer(127),
+        _ => format!(
+            r#"{{"backend":"odd","offers":[],"pad":"{}"}}"#,
+            "x".repeat(1 << 20)
+        ),
+    });
+    let backends = odd.to_string();
+    let (mut child, stdout, _stderr) = start(
+        "reactive_pipeline",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--backends",
+            &backends,
+            "--json",
+            "--debounce",
+            "10ms",
+        ],
+    );
+    let addr = line_with(&stdout, "listening on ")["listening on ".len()..].to_owned();
+    let keys = TcpStream::connect(&addr).unwrap();
+    keys.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut screen = BufReader::new(keys.try_clone().unwrap());
+    let mut keys = keys;
+    let mut next = || {
+        let mut line = String::new();
+        screen
+            .read_line(&mut line)
+            .expect("a line within the bound");
+        assert!(!line.contains("overflow"), "{line}");
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let mut answer = |query: &str| {
+        writeln!(keys, "{query}").unwrap();
+        assert_eq!(next()["searching"], query);
+        let answer = next();
+        assert_eq!(next()["done"], query, "then the summary");
+        answer
+    };
+    assert_eq!(answer("limit")["offers"][0]["sku"], "a");
+    for deep in ["deeper", "serde"] {
+        let refused = answer(deep);
+        let why = refused["failed"].as_str().unwrap();
+        assert!(
+            why.starts_with("JSON nested deeper than 8 levels"),
+            "{refused}"
+        );
+    }
+    let huge = answer("huge");
+    assert!(
+        huge["failed"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 1048576"),
+        "{huge}"
+    );
+    assert_eq!(answer("limit")["backend"], "odd", "it goes on serving");
+    interrupt(&child);
+    let status = wait_bounded(&mut child, LIMIT);
+    assert!(status.success(), "the server exited with {status}");
 }
