@@ -146,7 +146,8 @@ fn bare_alarm(jobs: usize, wait: Duration) {
     }
 }
 
-/// `n` may channels, alive at once: what one costs in resident memory.
+/// `n` may channels, alive at once: what one costs in resident memory, the
+/// reason the pool and the alarm do not make one per job.
 fn channels(n: usize) {
     let channels: Vec<_> = (0..n).map(|_| may::sync::mpsc::channel::<u64>()).collect();
     assert_eq!(channels.len(), n);
@@ -335,8 +336,9 @@ fn append_targets(m: &[Measured], channel_bytes: f64) {
     .unwrap();
     writeln!(
         text,
-        "- One may channel, alive, holds {:.1} KiB of resident memory (10,000 made at once); \
-         each job in flight has one for its handle and one for its wait on the alarm.",
+        "- One may channel, alive, holds {:.1} KiB of resident memory (10,000 made at once): \
+         why a job's handle and its wait on the alarm are each a one-shot of the crate's own \
+         (a small record and a may `Blocker`), not a may channel.",
         channel_bytes / 1024.0
     )
     .unwrap();
