@@ -20,17 +20,27 @@ use crate::server::{self, Summary};
 use crate::session::Config;
 
 // ANCHOR: script
+/// How long the typist waits after a group of keystrokes.
+#[derive(Clone, Copy)]
+enum Pause {
+    /// A fixed pause, in milliseconds.
+    Ms(u64),
+    /// Until the search's summary line has come back: a fixed pause after
+    /// a search would have to outlast the slowest backend on the busiest
+    /// machine for the output to be the same on every run.
+    Answered,
+}
+
 /// What the typist types: groups of keystrokes 10 ms apart, then a pause.
 /// Every gap inside a group is far below the default 150 ms debounce, and
-/// every pause far above it (and above the slowest backend's 600 ms where
-/// a search should finish), so each run shows the same lines.
-const SCRIPT: &[(&[&str], u64)] = &[
-    (&["l", "la", "lam", "lamp"], 300), // one search: "lamp"; shop2 is slow
-    (&["lamps"], 1000),                 // "lamp" superseded, shop2's call cancelled
-    (&["lamp", "lamps"], 300),          // back to "lamps" within the debounce: a repeat
-    (&[""], 300),                       // the box cleared
-    (&["desk lamp"], 300),              // not a query the backends take
-    (&["desk"], 1000),                  // one more search
+/// every fixed pause far above it, so each run shows the same lines.
+const SCRIPT: &[(&[&str], Pause)] = &[
+    (&["l", "la", "lam", "lamp"], Pause::Ms(300)), // one search: "lamp"; shop2 is slow
+    (&["lamps"], Pause::Answered),                 // "lamp" superseded, shop2's call cancelled
+    (&["lamp", "lamps"], Pause::Ms(300)),          // back to "lamps" within the debounce: a repeat
+    (&[""], Pause::Ms(300)),                       // the box cleared
+    (&["desk lamp"], Pause::Ms(300)),              // not a query the backends take
+    (&["desk"], Pause::Answered),                  // one more search
 ];
 // ANCHOR_END: script
 
@@ -107,21 +117,31 @@ pub fn run(cli: &Cli) -> Result<(), String> {
 fn type_the_script(addr: SocketAddr, max_line: usize, json: bool) -> std::io::Result<()> {
     let mut keys = std::net::TcpStream::connect(addr)?;
     let screen = BufReader::new(keys.try_clone()?);
+    let (summaries_tx, summaries) = std::sync::mpsc::channel();
     let printer = std::thread::spawn(move || {
         for line in screen.lines().map_while(Result::ok) {
             println!("{line}");
+            let summary = if json {
+                line.contains(r#""done":"#)
+            } else {
+                line.starts_with("= ")
+            };
+            if summary {
+                let _ = summaries_tx.send(());
+            }
         }
     });
     let long = ["x".repeat(max_line + 1)];
     let long: [&str; 1] = [&long[0]];
-    let script = SCRIPT.iter().copied().chain([(&long[..], 0)]);
-    for (group, pause_ms) in script {
+    let script = SCRIPT.iter().copied().chain([(&long[..], Pause::Ms(0))]);
+    for (group, pause) in script {
         for (i, key) in group.iter().enumerate() {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(10));
             }
             writeln!(keys, "{key}")?;
         }
+        while summaries.try_recv().is_ok() {} // only this group's counts
         match json {
             true => println!("{{\"typed\":{}}}", serde_json::to_string(group).unwrap()),
             false => {
@@ -129,7 +149,16 @@ fn type_the_script(addr: SocketAddr, max_line: usize, json: bool) -> std::io::Re
                 println!("typed: {}", shown.join(" | "));
             }
         }
-        std::thread::sleep(Duration::from_millis(pause_ms));
+        match pause {
+            Pause::Ms(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            // Bounded: a search ends by --timeout at the latest.
+            Pause::Answered => {
+                if summaries.recv_timeout(Duration::from_secs(30)).is_err() {
+                    let gone = std::io::ErrorKind::TimedOut;
+                    return Err(std::io::Error::new(gone, "no summary line within 30 s"));
+                }
+            }
+        }
     }
     let _ = keys.shutdown(SocketShutdown::Write);
     printer.join().expect("the printer thread does not panic");
