@@ -64,11 +64,7 @@ pub fn run(cli: &Cli) -> Result<(), String> {
             idle: cli.idle_timeout,
         },
         json: cli.json,
-        backends: Arc::new(Backends {
-            addrs,
-            timeout: cli.timeout,
-            cancelled: AtomicU64::new(0),
-        }),
+        backends: Arc::new(Backends::new(addrs, cli.timeout)),
     });
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -135,13 +131,7 @@ fn type_the_script(addr: SocketAddr, max_line: usize, json: bool) -> std::io::Re
     let long: [&str; 1] = [&long[0]];
     let script = SCRIPT.iter().copied().chain([(&long[..], Pause::Ms(0))]);
     for (group, pause) in script {
-        for (i, key) in group.iter().enumerate() {
-            if i > 0 {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            writeln!(keys, "{key}")?;
-        }
-        while summaries.try_recv().is_ok() {} // only this group's counts
+        // Shown before it is sent, so an answer cannot come first.
         match json {
             true => println!("{{\"typed\":{}}}", serde_json::to_string(group).unwrap()),
             false => {
@@ -149,6 +139,13 @@ fn type_the_script(addr: SocketAddr, max_line: usize, json: bool) -> std::io::Re
                 println!("typed: {}", shown.join(" | "));
             }
         }
+        for (i, key) in group.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            writeln!(keys, "{key}")?;
+        }
+        while summaries.try_recv().is_ok() {} // only this group's summary counts
         match pause {
             Pause::Ms(ms) => std::thread::sleep(Duration::from_millis(ms)),
             // Bounded: a search ends by --timeout at the latest.

@@ -40,7 +40,6 @@ mod server;
 mod session;
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -90,11 +89,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
             idle: cli.idle_timeout,
         },
         json: cli.json,
-        backends: Arc::new(Backends {
-            addrs: cli.backends.clone(),
-            timeout: cli.timeout,
-            cancelled: AtomicU64::new(0),
-        }),
+        backends: Arc::new(Backends::new(cli.backends.clone(), cli.timeout)),
     });
     let summary = server::run(listener, shutdown, config, cli.max_connections)
         .map_err(|e| format!("stopped serving: {e}"))?;

@@ -71,6 +71,34 @@ pub struct Backends {
     /// Calls cancelled before their answer came (a newer query replaced
     /// theirs, or the client left).
     pub cancelled: AtomicU64,
+    /// Calls that have started and not yet returned.
+    open: AtomicU64,
+}
+
+impl Backends {
+    pub fn new(addrs: Vec<SocketAddr>, timeout: Duration) -> Backends {
+        Backends {
+            addrs,
+            timeout,
+            cancelled: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+        }
+    }
+
+    /// Wait, up to `bound`, until no call is open; whether none is. A
+    /// cancel reaches a call through a coroutine per operator, after the
+    /// canceller has gone on: a server that stops waits here, so that its
+    /// summary counts every call it cancelled and no call outlives it.
+    pub fn wait_closed(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while self.open.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            alarm::shared().sleep(Duration::from_millis(1));
+        }
+        true
+    }
 }
 
 /// The backends' rule for a query: 1-64 letters, digits, `-` or `_`.
@@ -139,6 +167,8 @@ fn call(
     cancelled: &Cancelled,
 ) -> Result<(String, Vec<Offer>), String> {
     let timeout = backends.timeout;
+    backends.open.fetch_add(1, Ordering::SeqCst);
+    let _open = Open(backends.clone());
     let mut stream = connect(addr, timeout).map_err(|e| format!("connect: {e}"))?;
     let handle = stream.try_clone().map_err(|e| e.to_string())?;
     // Counted here, as the cancel happens, so the count is in before the
@@ -177,6 +207,15 @@ fn call(
 
 /// Whether a call is still running: cleared when it returns, however.
 struct InFlight(Arc<AtomicBool>);
+
+/// One open call, counted in [`Backends`] until it returns.
+struct Open(Arc<Backends>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -231,11 +270,7 @@ mod tests {
     fn call_on_stack(words: usize, body: Vec<u8>) -> Result<(String, Vec<Offer>), String> {
         configure_for_tests();
         let addr = serve_once(body);
-        let backends = Arc::new(Backends {
-            addrs: vec![addr],
-            timeout: Duration::from_secs(10),
-            cancelled: AtomicU64::new(0),
-        });
+        let backends = Arc::new(Backends::new(vec![addr], Duration::from_secs(10)));
         let builder = may::coroutine::Builder::new().stack_size(words);
         let call = go!(builder, move || call(
             addr,

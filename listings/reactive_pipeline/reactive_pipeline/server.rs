@@ -6,6 +6,7 @@ use std::io::{self, ErrorKind, Write};
 use std::net::Shutdown as SocketShutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use may::go;
 use may::net::{TcpListener, TcpStream};
@@ -50,6 +51,10 @@ impl std::fmt::Display for Summary {
         )
     }
 }
+
+/// How long a stopping server waits for the backend calls its sessions
+/// cancelled to return (each shuts its socket, so they return at once).
+const CALLS_CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 // ANCHOR: run
 /// Serve type-ahead sessions on `listener` until `shutdown`, then close
@@ -123,6 +128,8 @@ pub fn run(
         session.stop(); // a search in flight is cancelled, not waited for
     }
     sessions.wait();
+    // Their pipelines' cancels are still on their way to the calls.
+    config.backends.wait_closed(CALLS_CLOSE_WITHIN);
     waker.finish();
     let n = |c: &AtomicU64| c.load(Ordering::SeqCst);
     result.map(|()| Summary {
