@@ -8,7 +8,14 @@
 //! skeptic does not know `compile_fail` and would try to build such a block,
 //! so those blocks are hidden from it here; `tests/book/compile_fail.rs`
 //! checks that each one fails with the error code it names.
+//!
+//! Every anchor of a listing shown with `{{#rustdoc_include}}` expands to the
+//! whole listing, its other lines hidden: the same program, compiled again
+//! for each anchor. A block whose program an earlier block already builds
+//! (and runs, if that one runs) is marked `ignore` here, so each program is
+//! compiled once; that halves the time skeptic's tests take.
 
+use std::collections::HashSet;
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,13 +40,15 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot expand the book: {e:#}"));
 
     let mut chapters = Vec::new();
+    let mut programs = Programs::default();
     for item in expanded.iter() {
         let BookItem::Chapter(chapter) = item else {
             continue;
         };
         let Some(path) = &chapter.path else { continue }; // a draft: no page yet
         let file = out_dir.join(test_file_name(path));
-        fs::write(&file, hide_compile_fail_blocks(&chapter.content)).unwrap();
+        let content = programs.ignore_repeats(&hide_compile_fail_blocks(&chapter.content));
+        fs::write(&file, content).unwrap();
         // skeptic tells cargo to rerun this script when these files change.
         // Written now, they would look newer than this run to cargo, and
         // every build would run it (and rebuild the crate) again. They change
@@ -88,4 +97,62 @@ fn hide_compile_fail_blocks(markdown: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The programs the Rust blocks seen so far compile: (runs it, its code).
+#[derive(Default)]
+struct Programs(HashSet<(bool, String)>);
+
+impl Programs {
+    /// Mark `ignore` each Rust block whose program an earlier block already
+    /// compiles, and runs when this one would run it.
+    fn ignore_repeats(&mut self, markdown: &str) -> String {
+        let mut out = String::with_capacity(markdown.len());
+        let mut lines = markdown.lines();
+        while let Some(line) = lines.next() {
+            let trimmed = line.trim_start();
+            let info = trimmed.strip_prefix("```").unwrap_or("");
+            let tags: Vec<&str> = info.split(',').map(str::trim).collect();
+            let is_rust = trimmed.starts_with("```") && tags.first() == Some(&"rust");
+            if !is_rust || tags.contains(&"ignore") {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.trim_start().starts_with("```"))
+                .collect();
+            // What rustc sees: hidden lines (`# `) are compiled too.
+            let code: Vec<&str> = body
+                .iter()
+                .map(|l| match l.strip_prefix("# ") {
+                    Some(hidden) => hidden,
+                    None if *l == "#" => "",
+                    None => l,
+                })
+                .collect();
+            let code = code.join("\n");
+            let runs = !tags.contains(&"no_run");
+            let repeat = self.0.contains(&(true, code.clone()))
+                || !runs && self.0.contains(&(false, code.clone()));
+            if repeat {
+                out.push_str(&format!(
+                    "{}```{info},ignore\n",
+                    &line[..line.len() - trimmed.len()]
+                ));
+            } else {
+                self.0.insert((runs, code));
+                out.push_str(line);
+                out.push('\n');
+            }
+            for l in &body {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push_str(&line[..line.len() - trimmed.len()]);
+            out.push_str("```\n");
+        }
+        out
+    }
 }
