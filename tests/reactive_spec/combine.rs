@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use may_patterns::reactive::{Error, Flux, Probe, Signal, PER_SOURCE};
 
 use super::time::{all, counted, ms, then, wait_for, End};
-use super::{init, QUIET, WAIT};
+use super::{assert_no_violations, init, QUIET, WAIT};
 
 #[test]
 fn merge_delivers_every_item_of_every_source_once() {
@@ -48,7 +48,7 @@ fn rule_1_1_merge_sends_no_more_than_requested_and_holds_a_bounded_backlog() {
         let taken = taken.load(Ordering::SeqCst);
         assert!(taken <= 5 + PER_SOURCE as u64 + 1, "{taken} taken");
     }
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
     probe.cancel();
 }
 
@@ -68,7 +68,7 @@ fn rule_1_7_merge_ends_once_when_two_sources_fail() {
         matches!(signals.last(), Some(Signal::Error(_))),
         "{signals:?}"
     );
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -171,6 +171,6 @@ fn rule_1_1_combine_latest_holds_pairs_for_a_slow_subscriber_and_then_stops_taki
     std::thread::sleep(QUIET);
     assert_eq!(taken(), before, "the sides kept running without demand");
     assert_eq!(probe.next_count(), 3);
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
     probe.cancel();
 }

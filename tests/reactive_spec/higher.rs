@@ -8,7 +8,7 @@ use std::time::Duration;
 use may_patterns::alarm;
 use may_patterns::reactive::{Backpressure, Cancelled, Error, Flux, Hot, Probe, Signal};
 
-use crate::{init, QUIET, WAIT};
+use crate::{assert_no_violations, init, QUIET, WAIT};
 
 fn items<T: Clone>(signals: &[Signal<T>]) -> Vec<T> {
     signals
@@ -49,7 +49,7 @@ fn rule_1_1_flat_map_never_more_on_next_than_requested() {
     got.sort_unstable();
     let want: Vec<u64> = (0..10).flat_map(|i| i * 100..i * 100 + 5).collect();
     assert_eq!(got, want);
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn rule_1_7_flat_map_an_inner_error_ends_the_stream_once() {
         signals.len(),
         "a signal after the error"
     );
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn switch_map_cancels_the_stale_inner_call() {
     // The stale call really stopped: its work counter no longer moves.
     alarm::shared().sleep(QUIET);
     assert_eq!(slow_work.load(Ordering::SeqCst), stopped_at);
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -219,7 +219,7 @@ fn switch_map_completes_after_the_outer_and_the_last_inner() {
     // runs to its end.
     assert_eq!(signals.last(), Some(&Signal::Complete));
     assert!(items(&signals).ends_with(&[20, 21]), "{signals:?}");
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn rule_1_1_switch_map_never_more_on_next_than_requested() {
     probe.wait(4, QUIET);
     assert_eq!(probe.next_count(), 3, "more than requested");
     probe.cancel();
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]

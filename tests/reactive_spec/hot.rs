@@ -8,7 +8,7 @@ use may_patterns::reactive::{
     Backpressure, Error, Flux, Hot, Probe, Signal, Subscriber, Subscription,
 };
 
-use crate::{init, QUIET, WAIT};
+use crate::{assert_no_violations, init, QUIET, WAIT};
 
 const EVERY_STRATEGY: [Backpressure; 5] = [
     Backpressure::Buffer(64),
@@ -47,11 +47,7 @@ fn rule_1_1_hot_never_more_on_next_than_requested_for_every_strategy() {
         } else {
             assert_eq!(got, 3, "{strategy}");
         }
-        assert!(
-            probe.violations().is_empty(),
-            "{strategy}: {:?}",
-            probe.violations()
-        );
+        assert_no_violations(&probe, &strategy.to_string());
     }
 }
 
@@ -79,11 +75,7 @@ fn rule_1_7_hot_no_signal_after_complete_for_every_strategy() {
             signals,
             "{strategy}: a signal after complete"
         );
-        assert!(
-            probe.violations().is_empty(),
-            "{strategy}: {:?}",
-            probe.violations()
-        );
+        assert_no_violations(&probe, &strategy.to_string());
     }
 }
 
@@ -112,7 +104,7 @@ fn rule_1_7_an_overflow_ends_that_subscriber_only() {
     assert_eq!(strict.signals(), signals, "a signal after the overflow");
     let stats = hot.stats();
     assert_eq!(stats.of(Backpressure::Error(2)).unwrap().overflowed, 1);
-    assert!(strict.violations().is_empty(), "{:?}", strict.violations());
+    assert_no_violations(&strict, "a rule broken");
 }
 
 #[test]
@@ -371,7 +363,7 @@ fn emitters_on_os_threads_and_coroutines_reach_every_subscriber() {
     let mut got = items(&probe.wait_terminal(WAIT));
     got.sort_unstable();
     assert_eq!(got, (0..200).collect::<Vec<u32>>());
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 /// Watch for `d` without a may timer (a quiet period, not a sync point).

@@ -23,6 +23,15 @@ pub fn init() {
     may_patterns::runtime::configure_for_tests();
 }
 
+/// Fail, naming `what`, if the probe saw its publisher break a rule.
+pub fn assert_no_violations<T: Send + 'static>(
+    probe: &may_patterns::reactive::Probe<T>,
+    what: &str,
+) {
+    let violations = probe.violations();
+    assert!(violations.is_empty(), "{what}: {violations:?}");
+}
+
 mod coverage {
     use std::collections::BTreeSet;
     use std::fs;

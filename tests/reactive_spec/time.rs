@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use may_patterns::alarm;
 use may_patterns::reactive::{Demand, Error, Flux, Probe, Publisher, Signal, Subscriber};
 
-use super::{init, QUIET, WAIT};
+use super::{assert_no_violations, init, QUIET, WAIT};
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -167,7 +167,7 @@ fn rule_1_1_buffer_sends_no_batch_beyond_demand_and_holds_a_bounded_backlog() {
     let items = probe.items();
     assert_eq!(items.len(), 100);
     assert!(items.iter().flatten().copied().eq(0..1000));
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn rule_1_1_debounce_keeps_one_latest_item_for_a_subscriber_without_demand() {
     probe.request(5);
     let signals = probe.wait_terminal(WAIT);
     assert_eq!(signals, vec![Signal::Next("e"), Signal::Complete]);
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn rule_1_7_timeout_fails_once_and_stops_the_stalled_source() {
     assert!(probe.wait_dropped(WAIT), "the subscriber is let go (3.13)");
     std::thread::sleep(QUIET);
     assert_eq!(probe.signals().len(), 2);
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
 
 #[test]
@@ -325,7 +325,7 @@ fn rule_1_1_retry_asks_the_next_try_only_for_unmet_demand() {
         vec![0, 1, 0],
         "the third came from the second try"
     );
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
     probe.request(1);
     let signals = probe.wait(4, WAIT);
     assert_eq!(signals.last(), Some(&Signal::Next(1)));
@@ -345,5 +345,5 @@ fn rule_3_6_a_cancelled_time_operator_sends_nothing_more_and_stops_its_source() 
     assert!(wait_for(&stopped), "the source saw the cancel");
     std::thread::sleep(QUIET);
     assert_eq!(probe.signals(), vec![Signal::Next(vec![1, 2])]);
-    assert!(probe.violations().is_empty(), "{:?}", probe.violations());
+    assert_no_violations(&probe, "a rule broken");
 }
