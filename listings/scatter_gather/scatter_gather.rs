@@ -633,6 +633,40 @@ mod tests {
         );
     }
 
+    /// A backend that answers with `Transfer-Encoding: chunked`, as nginx or
+    /// any streaming server may: this used to fail with "response without
+    /// Content-Length" (issue 14).
+    #[test]
+    fn a_backend_answering_in_chunks_is_understood() {
+        configure_for_tests();
+        let listener = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        go!(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            http::read_request(&mut reader, &Limits::default()).unwrap();
+            let body = may_patterns::backend::offers_json("chunky", "desk");
+            let (a, b) = body.split_at(body.len() / 2);
+            let wire = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+                a.len(),
+                b.len()
+            );
+            let mut stream = stream;
+            std::io::Write::write_all(&mut stream, wire.as_bytes()).unwrap();
+        });
+        let report = scatter_gather(&[addr], &query(2_000, 1, None));
+        assert!(
+            matches!(
+                report.backends[0].status,
+                Status::Answered { offers: 3, .. }
+            ),
+            "{:?}",
+            report.backends[0].status
+        );
+    }
+
     fn eventually(what: &str, check: impl Fn() -> bool) {
         let started = Instant::now();
         while !check() {
