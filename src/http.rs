@@ -18,6 +18,7 @@
 //! relies on one of them is refused.
 
 mod body;
+pub mod client;
 
 pub use body::{
     read_response_head, request_framing, response_framing, BodyReader, Framing, ResponseHead,
