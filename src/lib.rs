@@ -43,6 +43,8 @@
 //!   counted (the multi-stage chapter; the data pipeline reuses it).
 //! - [`timeout`]: round a coroutine's timeout up to what may 0.3.51 can keep
 //!   (it ignores one under 1 ms; scatter-gather).
+//! - [`tls`]: rustls over may sockets, and a test CA for HTTPS on loopback
+//!   (the web crawler).
 //!
 //! May's `go!` macro hides an `unsafe` spawn: a coroutine must not touch
 //! thread-local storage that may change under it, and must not overflow its
@@ -68,3 +70,4 @@ pub mod runtime;
 pub mod shutdown;
 pub mod stage;
 pub mod timeout;
+pub mod tls;
