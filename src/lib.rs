@@ -41,6 +41,9 @@
 //!   (the primer's echo server, and every server after it).
 //! - [`stage`]: run a chain's middle stages on worker coroutines, timed and
 //!   counted (the multi-stage chapter; the data pipeline reuses it).
+//! - [`testsite`]: a generated multi-host web site (robots.txt, redirects,
+//!   a link trap, broken HTML), served in-process or by nginx, to test
+//!   crawlers against (the web-crawler chapter).
 //! - [`timeout`]: round a coroutine's timeout up to what may 0.3.51 can keep
 //!   (it ignores one under 1 ms; scatter-gather).
 //! - [`tls`]: rustls over may sockets, and a test CA for HTTPS on loopback
@@ -69,5 +72,6 @@ pub mod reactive;
 pub mod runtime;
 pub mod shutdown;
 pub mod stage;
+pub mod testsite;
 pub mod timeout;
 pub mod tls;
