@@ -175,6 +175,17 @@ pub fn read_response(reader: &mut impl BufRead, limits: &Limits) -> io::Result<R
     })
 }
 
+/// Send `head` and `body` in one write: two small writes on a socket
+/// without `TCP_NODELAY` make Nagle's algorithm hold the second until the
+/// first is acknowledged, and the peer delays that acknowledgement (40 ms
+/// on Linux), so every short message would take 40 ms.
+fn write_message(writer: &mut impl Write, head: String, body: &[u8]) -> io::Result<()> {
+    let mut message = head.into_bytes();
+    message.extend_from_slice(body);
+    writer.write_all(&message)?;
+    writer.flush()
+}
+
 /// Write a request with an optional body; `Host` and `Content-Length` are
 /// added, plus `extra` headers.
 pub fn write_request(
@@ -190,9 +201,7 @@ pub fn write_request(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    writer.write_all(head.as_bytes())?;
-    writer.write_all(body)?;
-    writer.flush()
+    write_message(writer, head, body)
 }
 
 /// Write a response with `Content-Length` and `Content-Type`, plus `extra`
@@ -213,9 +222,7 @@ pub fn write_response(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    writer.write_all(head.as_bytes())?;
-    writer.write_all(body)?;
-    writer.flush()
+    write_message(writer, head, body)
 }
 
 #[cfg(test)]
