@@ -6,7 +6,7 @@ use std::io::{self, BufRead, ErrorKind, Read, Write};
 
 use url::Url;
 
-use super::gzip::{self, Coding, Decoded};
+use super::gzip::{self, Coding, Decoded, Inflaters};
 use super::pool::Connection;
 use crate::http::{response_framing, BodyReader, Framing, Limits, ResponseHead};
 
@@ -108,6 +108,7 @@ pub(super) fn read_body(
     head: &ResponseHead,
     max_body: u64,
     limits: &Limits,
+    inflaters: &Inflaters,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<Body, BodyFailure> {
     let framing = response_framing("GET", head.status, &head.headers).map_err(protocol)?;
@@ -123,7 +124,7 @@ pub(super) fn read_body(
     // The wire reader has no cap of its own (u64::MAX): `Decoded` counts
     // both sides, so every overflow is reported the same way.
     let wire = BodyReader::new(connection, framing, u64::MAX, limits);
-    let mut body = Decoded::new(wire, coding, max_body);
+    let mut body = Decoded::new(wire, coding, max_body, inflaters).map_err(failure)?;
     let mut buf = vec![0u8; 16 * 1024]; // on the heap: coroutine stacks are small
     loop {
         let n = body.read(&mut buf).map_err(failure)?;

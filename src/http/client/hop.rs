@@ -82,11 +82,13 @@ pub(super) fn hop(
                 })
             }
         };
-        let (max, limits) = (config.max_body, &config.limits);
-        let body = match discard(&head) {
-            true => exchange::read_body(&mut connection, &head, max, limits, &mut |_| Ok(())),
-            false => exchange::read_body(&mut connection, &head, max, limits, sink),
+        let (max, limits, gzip) = (config.max_body, &config.limits, &inner.inflaters);
+        let mut dropped = |_: &[u8]| Ok(());
+        let sink: &mut dyn FnMut(&[u8]) -> io::Result<()> = match discard(&head) {
+            true => &mut dropped,
+            false => &mut *sink,
         };
+        let body = exchange::read_body(&mut connection, &head, max, limits, gzip, sink);
         // A deadline that passed wins over whatever the read returned: a
         // socket shut by the watchdog looks like the peer closing it.
         if let Some(phase) = watchdog.finish() {

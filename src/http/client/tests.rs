@@ -256,6 +256,47 @@ fn gzip_is_asked_for_and_decoded_and_a_bomb_stops_at_the_cap() {
 }
 
 #[test]
+fn gzip_in_tiny_chunks_with_header_fields_is_decoded_and_corruption_is_caught() {
+    let page = b"<title>t</title>".repeat(300);
+    let mut named = flate2::GzBuilder::new()
+        .filename("page.html")
+        .comment("a comment")
+        .extra(vec![1, 2, 3])
+        .write(Vec::new(), flate2::Compression::best());
+    named.write_all(&page).unwrap();
+    let named = named.finish().unwrap();
+    let mut bad_crc = gzipped(&page);
+    let crc_at = bad_crc.len() - 8;
+    bad_crc[crc_at] ^= 1;
+    let truncated = gzipped(&page)[..40].to_vec();
+    let server = Server::plain(move |head| {
+        let gzip = "Content-Encoding: gzip\r\n";
+        Reply::Send(match head.split(' ').nth(1).unwrap() {
+            "/named" => chunked(gzip, &named.chunks(1).collect::<Vec<_>>()),
+            "/crc" => sized("200 OK", gzip, &bad_crc),
+            "/truncated" => sized("200 OK", gzip, &truncated),
+            "/garbage" => sized("200 OK", gzip, b"this is not gzip at all"),
+            _ => sized("200 OK", "Content-Encoding: br\r\n", b"xx"),
+        })
+    });
+    let client = client(ClientConfig::default());
+    assert_eq!(fetch(&client, server.url("/named")).unwrap().body, page);
+    for (path, why) in [
+        ("/crc", "bad gzip: the CRC or length"),
+        (
+            "/truncated",
+            "bad gzip: the body ended inside the deflate stream",
+        ),
+        ("/garbage", "bad gzip: not a gzip stream"),
+        ("/br", "Content-Encoding br is not supported"),
+    ] {
+        let e = fetch(&client, server.url(path)).unwrap_err();
+        assert_eq!(e.kind, FetchErrorKind::Protocol, "{path}: {e}");
+        assert!(e.reason.starts_with(why), "{path}: {e}");
+    }
+}
+
+#[test]
 fn redirects_are_followed_up_to_the_limit_and_loops_and_other_schemes_end() {
     let server = Server::plain(|head| {
         let path = head.split(' ').nth(1).unwrap().to_owned();
@@ -491,4 +532,51 @@ fn bad_requests_and_a_refusing_sink_fail_with_a_reason() {
     assert!(e.reason.ends_with("full"), "{e}");
     let head = server.heads.lock().unwrap().last().unwrap().clone();
     assert!(head.contains("\r\nX-Ok: 1\r\n"), "{head}");
+}
+
+/// Not a check but the measurement behind [`STACK_SIZE`]: the deepest work
+/// a fetch does (a TLS handshake, a refused one, a chunked gzip body, a
+/// redirect) on a coroutine with an odd stack size, for which may prints
+/// the stack it used when the coroutine ends. Run it in both builds:
+/// `cargo test [--release] --lib http::client::tests::stack -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn stack_use_of_the_deepest_fetch() {
+    let ca = TestCa::new("stack CA");
+    let issued = ca.issue(&["a.test"]);
+    let body = b"<a href=x>deep</a>".repeat(5000);
+    let wire = chunked("Content-Encoding: gzip\r\n", &[&gzipped(&body)]);
+    let server = Server::start(
+        Some(tls::server_config(&issued).unwrap()),
+        move |head| match head.starts_with("GET /moved") {
+            true => redirect(302, "/page"),
+            false => Reply::Send(wire.clone()),
+        },
+    );
+    let port = server.addr.port();
+    let table = HashMap::from([(format!("a.test:{port}"), server.addr)]);
+    let config = |roots| ClientConfig {
+        tls: tls::client_config(roots),
+        resolve: Resolve::Static(table.clone()),
+        ..Default::default()
+    };
+    let (trusting, stranger) = (
+        client(config(ca.roots())),
+        client(config(TestCa::new("x").roots())),
+    );
+    let url = Url::parse(&format!("https://a.test:{port}/moved")).unwrap();
+    configure_for_tests();
+    let builder = may::coroutine::Builder::new()
+        .name("deepest fetch".into())
+        .stack_size((1 << 17) + 1); // odd: may measures; 1 MiB: never overflows
+    let fetched = may::go!(builder, move || {
+        assert_eq!(kind(stranger.get(&url)), FetchErrorKind::Tls);
+        trusting.get(&url).map(|page| page.body.len())
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert_eq!(fetched.unwrap(), body.len());
+    // may prints its report as the coroutine ends, on its worker: wait for it.
+    std::thread::sleep(Duration::from_millis(200));
 }
