@@ -348,3 +348,80 @@ fn the_type_ahead_server_fails_a_backend_answer_too_deep_or_too_big_and_keeps_se
     let status = wait_bounded(&mut child, LIMIT);
     assert!(status.success(), "the server exited with {status}");
 }
+
+/// The HTTP client's own margin: its deepest fetch (a refused TLS
+/// handshake, then a TLS handshake, a redirect and a chunked gzip body) on
+/// a coroutine of exactly `client::STACK_SIZE`, in this build (debug or
+/// release). A std-thread TLS server with a test CA answers on loopback.
+#[test]
+fn the_http_clients_deepest_fetch_fits_its_stack_size() {
+    use may_patterns::http::client::{Client, ClientConfig, FetchErrorKind, Resolve, STACK_SIZE};
+    use may_patterns::tls::{self, TestCa};
+
+    let ca = TestCa::new("client stack CA");
+    let config = tls::server_config(&ca.issue(&["a.test"])).unwrap();
+    let page = b"<p><a href=/x>x</a></p>".repeat(4000);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&page).unwrap();
+    let gzip = gzip.finish().unwrap();
+    let mut answer =
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for chunk in gzip.chunks(1000) {
+        answer.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        answer.extend_from_slice(chunk);
+        answer.extend_from_slice(b"\r\n");
+    }
+    answer.extend_from_slice(b"0\r\n\r\n");
+    let answer = std::sync::Arc::new(answer);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (config, answer) = (config.clone(), answer.clone());
+            std::thread::spawn(move || {
+                let tls = rustls::ServerConnection::new(config).unwrap();
+                let mut stream = BufReader::new(rustls::StreamOwned::new(tls, tcp));
+                loop {
+                    let mut head = String::new();
+                    while !head.ends_with("\r\n\r\n") {
+                        if stream.read_line(&mut head).unwrap_or(0) == 0 {
+                            return; // the client left (or refused the handshake)
+                        }
+                    }
+                    let reply = match head.starts_with("GET /moved ") {
+                        true => {
+                            &b"HTTP/1.1 302 Found\r\nLocation: /page\r\nContent-Length: 0\r\n\r\n"[..]
+                        }
+                        false => &answer[..],
+                    };
+                    let _ = stream.get_mut().write_all(reply);
+                    let _ = stream.get_mut().flush();
+                }
+            });
+        }
+    });
+    let table = std::collections::HashMap::from([(format!("a.test:{}", addr.port()), addr)]);
+    let client = |roots| {
+        Client::new(ClientConfig {
+            tls: tls::client_config(roots),
+            resolve: Resolve::Static(table.clone()),
+            ..Default::default()
+        })
+    };
+    let (trusting, stranger) = (client(ca.roots()), client(TestCa::new("stranger").roots()));
+    let url = url::Url::parse(&format!("https://a.test:{}/moved", addr.port())).unwrap();
+    may_patterns::runtime::configure_for_tests();
+    let words = STACK_SIZE / std::mem::size_of::<usize>();
+    let builder = may::coroutine::Builder::new().stack_size(words);
+    let fetched = may::go!(builder, move || {
+        let refused = stranger.get(&url).unwrap_err();
+        assert_eq!(refused.kind, FetchErrorKind::Tls, "{refused}");
+        trusting
+            .get(&url)
+            .map(|page| (page.redirects.len(), page.body))
+    })
+    .unwrap()
+    .join()
+    .expect("the fetch ran to its end on STACK_SIZE bytes");
+    assert_eq!(fetched.unwrap(), (1, page));
+}
