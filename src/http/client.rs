@@ -54,6 +54,7 @@ use crate::http::{header, ResponseHead};
 use gzip::Inflaters;
 use pool::Pool;
 
+// ANCHOR: stack_size
 /// Bytes of coroutine stack a fetch needs (may's `Builder::stack_size`
 /// takes words: divide by `size_of::<usize>()`).
 ///
@@ -70,6 +71,7 @@ use pool::Pool;
 /// not memory. `tests/nesting.rs` fetches on a stack of exactly this size
 /// in both builds.
 pub const STACK_SIZE: usize = 128 * 1024;
+// ANCHOR_END: stack_size
 
 /// A shared HTTP client: clone it freely (an `Arc` inside), one per
 /// program, so every fetch shares one pool of connections.

@@ -2,6 +2,7 @@
 //! new one, under the watchdog's deadlines.
 
 use std::io::{self, ErrorKind};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,25 +53,17 @@ pub(super) fn hop(
             Some(connection) => {
                 inner.reused.fetch_add(1, Ordering::Relaxed);
                 let progress = connection.get_ref().progress().clone();
-                let watch = Watchdog::start(
-                    connection.get_ref(),
-                    progress,
-                    config.read_timeout,
-                    deadline,
-                );
-                (
-                    connection,
-                    watch.map_err(|e| fail(Kind::Io, e.to_string()))?,
-                )
+                let watchdog = watch(connection.get_ref(), progress, inner, url, deadline)?;
+                (connection, watchdog)
             }
             None => open(inner, &key, url, deadline)?,
         };
         let head = match exchange::send(&mut connection, &request, &config.limits) {
             Ok(head) => head,
-            Err(HeadFailure::Closed(e)) if reused => match watchdog.finish() {
+            Err(HeadFailure::Closed(_)) if reused => match watchdog.finish() {
                 Some(phase) => return Err(timed_out(inner, url, phase)),
                 None => {
-                    drop(e); // closed while idle: try a new connection
+                    // Closed while idle: try again, on a new connection.
                     inner.retried.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -148,8 +141,7 @@ fn open(
     let tcp = connect::tcp(&addrs, config.connect_timeout, deadline, url.as_str())?;
     inner.opened.fetch_add(1, Ordering::Relaxed);
     let progress = Arc::new(Progress::default());
-    let watchdog = Watchdog::start(&tcp, progress.clone(), config.read_timeout, deadline)
-        .map_err(|e| fail(Kind::Io, e.to_string()))?;
+    let watchdog = watch(&tcp, progress.clone(), inner, url, deadline)?;
     let tls = key.https.then_some((&config.tls, key.host.as_str()));
     match Conn::new(tcp, progress, tls) {
         Ok(conn) => Ok((Connection::with_capacity(READ_BUFFER, conn), watchdog)),
@@ -160,6 +152,18 @@ fn open(
     }
 }
 // ANCHOR_END: open
+
+/// A watchdog on `socket` for one exchange.
+fn watch(
+    socket: &impl AsRawFd,
+    progress: Arc<Progress>,
+    inner: &Inner,
+    url: &Url,
+    deadline: Instant,
+) -> Result<Watchdog, FetchError> {
+    Watchdog::start(socket, progress, inner.config.read_timeout, deadline)
+        .map_err(|e| FetchError::new(Kind::Io, url.as_str(), e.to_string()))
+}
 
 fn timed_out(inner: &Inner, url: &Url, phase: TimeoutPhase) -> FetchError {
     let config = &inner.config;

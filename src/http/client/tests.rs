@@ -213,6 +213,24 @@ fn keep_alive_connections_are_reused_and_counted() {
 }
 
 #[test]
+fn an_idle_connection_past_the_idle_timeout_is_closed_not_reused() {
+    let server = Server::plain(|_| ok("x"));
+    let idle_timeout = Duration::from_millis(100);
+    let client = client(ClientConfig {
+        idle_timeout,
+        ..Default::default()
+    });
+    assert!(!fetch(&client, server.url("/")).unwrap().reused_connection);
+    assert_eq!(client.stats().idle_now, 1);
+    // Time passing is what this test is about, not a way to wait for an event.
+    std::thread::sleep(idle_timeout + Duration::from_millis(50));
+    assert!(!fetch(&client, server.url("/")).unwrap().reused_connection);
+    let stats = client.stats();
+    assert_eq!((stats.connections_opened, stats.connections_reused), (2, 0));
+    assert_eq!(server.accepted(), 2);
+}
+
+#[test]
 fn a_chunked_body_is_read_whole_and_the_connection_kept() {
     let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
     let wire = chunked("", &[&body[..1], &body[1..20_000], &body[20_000..]]);
