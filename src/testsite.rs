@@ -10,11 +10,15 @@
 //! of how polite a crawler was).
 
 mod generate;
+mod log;
+mod nginx;
 mod server;
 mod spec;
 #[cfg(test)]
 mod tests;
 
 pub use generate::{Resource, Site, CRAWL_DELAY_SECONDS, LARGE_PAGE_BYTES, TRAP_START};
+pub use log::{max_concurrency_per_host, min_gap_per_host, AccessLine};
+pub use nginx::{Nginx, NginxOptions};
 pub use server::{Logged, SiteServer, SLOW_PAGE_DELAY};
 pub use spec::{Features, SiteSpec};
