@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use may::net::TcpStream;
 
 use super::error::{FetchError, FetchErrorKind, TimeoutPhase};
 use super::watchdog::Progress;
-use crate::timeout::for_may;
+use crate::blocking;
 use crate::tls;
 
 /// A plain or TLS connection to one origin.
@@ -91,9 +91,16 @@ impl AsRawFd for Conn {
 
 // ANCHOR: connect
 /// Connect to the first of `addrs` that accepts, each try bounded by
-/// `timeout` and all of them by `deadline`. This is may's own connect
-/// timeout: one timer per new connection (they are rare, the pool reuses
-/// them), of seconds, not the thousands of short timers a watchdog avoids.
+/// `timeout` and all of them by `deadline`.
+///
+/// The connect runs on a [`blocking`] thread with std's `connect_timeout`
+/// (a kernel wait, no may timer), and the socket is then handed to may.
+/// may 0.3.51's own `connect` registers the coroutine with the socket and
+/// then goes on reading its connect state, which another worker may have
+/// finished and dropped already (`src/io/sys/unix/net/tcp_stream_connect.rs:113-130`;
+/// the book's Pitfalls reference, "Known may 0.3.51 bugs"). The price: at
+/// most [`blocking::DEFAULT_THREADS`] connects (and lookups) are under way
+/// at once, the others queue; connections are pooled, so they are rare.
 pub(super) fn tcp(
     addrs: &[SocketAddr],
     timeout: Duration,
@@ -101,24 +108,29 @@ pub(super) fn tcp(
     url: &str,
 ) -> Result<TcpStream, FetchError> {
     let mut last = None;
-    for addr in addrs {
+    for &addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
-        let bounded_by_total = left <= timeout;
-        let wait = for_may(timeout.min(left));
+        let phase = match left <= timeout {
+            true => TimeoutPhase::Total,
+            false => TimeoutPhase::Connect,
+        };
+        let wait = timeout.min(left);
         if wait.is_zero() {
             break;
         }
-        match TcpStream::connect_timeout(addr, wait) {
-            Ok(tcp) => {
+        let connect = move || std::net::TcpStream::connect_timeout(&addr, wait);
+        match blocking::run(connect)
+            .map_err(io::Error::from)
+            .and_then(|r| r)
+        {
+            Ok(socket) => {
                 // Requests are small and written at once: no Nagle delay.
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
+                let _ = socket.set_nodelay(true);
+                // Safety: `into_raw_fd` hands the descriptor over; nothing
+                // else owns it.
+                return Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) });
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                let phase = match bounded_by_total {
-                    true => TimeoutPhase::Total,
-                    false => TimeoutPhase::Connect,
-                };
                 let why = format!("no connection to {addr} within {wait:?}");
                 last = Some(FetchError::new(FetchErrorKind::Timeout(phase), url, why));
             }
