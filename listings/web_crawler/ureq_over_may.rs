@@ -193,15 +193,20 @@ impl Resolver for MayResolver {
 /// The largest body read, as the book's client's default `max_body`.
 const MAX_BODY: u64 = 10 * 1024 * 1024;
 
+/// The budget of one call, as the book's client's `total_timeout`.
+pub const CALL_BUDGET: Duration = Duration::from_secs(30);
+
 /// An agent configured like the crawler's client: no redirects followed (a
-/// 3xx is the caller's), statuses are answers not errors, a 30 s budget per
-/// call, up to `idle_per_host` pooled connections per host.
-pub fn agent(idle_per_host: usize) -> (Agent, Arc<AtomicUsize>) {
+/// 3xx is the caller's), statuses are answers not errors, `budget` per call
+/// (`None`: no deadline at all), up to `idle_per_host` pooled connections
+/// per host. ureq's buffers keep their defaults (128 KiB in, 128 KiB out,
+/// per connection).
+pub fn agent(idle_per_host: usize, budget: Option<Duration>) -> (Agent, Arc<AtomicUsize>) {
     let config = Agent::config_builder()
         .user_agent("may-patterns-crawler/0.1")
         .max_redirects(0)
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(budget)
         .max_idle_connections_per_host(idle_per_host)
         .max_idle_connections(idle_per_host * 64)
         .build();
@@ -310,7 +315,7 @@ fn main() {
         (Vec::new(), args)
     };
     let coroutines = 4;
-    let (agent, opened) = agent(coroutines);
+    let (agent, opened) = agent(coroutines, Some(CALL_BUDGET));
     println!(
         "fetching {} URLs with ureq over may, {coroutines} coroutines",
         urls.len()
@@ -357,7 +362,7 @@ mod tests {
         configure_for_tests();
         let (_servers, site) = SiteServer::start_all(&SiteSpec::bench(2, 10)).unwrap();
         let urls: Vec<String> = site.expected_urls(usize::MAX).into_iter().collect();
-        let (agent, opened) = agent(2);
+        let (agent, opened) = agent(2, Some(CALL_BUDGET));
         let report = fetch_all(&agent, &urls, 2);
         assert_eq!(report.failed, Vec::<String>::new());
         assert_eq!(report.statuses.get(&200), Some(&urls.len()));
@@ -406,7 +411,7 @@ mod tests {
         });
         let port = site.origins()[0].rsplit(':').next().unwrap().to_owned();
         let outcome = on_coroutine(FETCH_STACK_BYTES / size_of::<usize>(), move || {
-            let (agent, _) = agent(1);
+            let (agent, _) = agent(1, Some(CALL_BUDGET));
             let localhost = fetch(&agent, &format!("http://localhost:{port}/"));
             let unknown = fetch(&agent, "http://no-such-host.invalid/");
             (localhost.map(|(status, _)| status), unknown)
@@ -435,7 +440,7 @@ mod tests {
         configure_for_tests();
         let (_servers, urls) = every_kind_of_page();
         let statuses = on_coroutine((FETCH_STACK_BYTES / size_of::<usize>()) | 1, move || {
-            let (agent, _) = agent(1);
+            let (agent, _) = agent(1, Some(CALL_BUDGET));
             urls.iter()
                 .map(|u| fetch(&agent, u).map(|(s, _)| s))
                 .collect::<Vec<_>>()
@@ -449,7 +454,7 @@ mod tests {
         let (_servers, urls) = every_kind_of_page();
         let count = urls.len();
         let answered = on_coroutine(FETCH_STACK_BYTES / size_of::<usize>() / 2, move || {
-            let (agent, _) = agent(1);
+            let (agent, _) = agent(1, Some(CALL_BUDGET));
             urls.iter().filter(|u| fetch(&agent, u).is_ok()).count()
         });
         assert_eq!(answered, count);
