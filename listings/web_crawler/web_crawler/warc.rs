@@ -228,7 +228,11 @@ mod tests {
     #[test]
     fn every_day_for_four_centuries_follows_the_one_before() {
         let days_in = |year: u64, month: u64| match month {
-            2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+            2 if year.is_multiple_of(4)
+                && (!year.is_multiple_of(100) || year.is_multiple_of(400)) =>
+            {
+                29
+            }
             2 => 28,
             4 | 6 | 9 | 11 => 30,
             _ => 31,
