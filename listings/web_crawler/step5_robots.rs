@@ -136,7 +136,6 @@ fn fetch(client: &Client, url: &Url) -> Result<Fetch, String> {
     })
 }
 
-// ANCHOR: retry_after
 /// The longest wait obeyed, from a `Retry-After` or the backoff: a server
 /// asking for more gets this (and a real crawler would move on sooner).
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -182,7 +181,6 @@ fn http_date(value: &str) -> Option<SystemTime> {
     let secs = days * 86_400 + hours * 3_600 + minutes * 60 + seconds;
     UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))
 }
-// ANCHOR_END: retry_after
 
 // ANCHOR: fetch_robots
 /// How much of a robots.txt is read: RFC 9309 asks for at least 500 KiB,
@@ -364,7 +362,6 @@ struct Frontier {
     refused: BTreeMap<String, String>,
 }
 
-// ANCHOR: frontier
 impl Frontier {
     fn new(seeds: &[Url], politeness: Politeness) -> Frontier {
         let mut frontier = Frontier {
@@ -472,6 +469,7 @@ impl Frontier {
         host.queue.push_front(job);
     }
 
+    // ANCHOR: robots_answer
     /// Apply a host's robots.txt answer (RFC 9309 section 2.3.1); what it
     /// came to, in words.
     fn robots_answer(&mut self, host: usize, answer: RobotsTxt, now: Instant) -> String {
@@ -522,6 +520,7 @@ impl Frontier {
         }
         summary
     }
+    // ANCHOR_END: robots_answer
 }
 
 /// The wait a host asked for, or its backoff (which then doubles).
@@ -533,6 +532,7 @@ fn host_wait(host: &mut Host, asked: Option<Duration>) -> Duration {
     })
 }
 
+// ANCHOR: refusal
 /// Why `access` refuses `url`, if it does.
 fn refusal(access: &Access, url: &Url) -> Option<String> {
     match access {
@@ -543,9 +543,8 @@ fn refusal(access: &Access, url: &Url) -> Option<String> {
         _ => None,
     }
 }
-// ANCHOR_END: frontier
+// ANCHOR_END: refusal
 
-// ANCHOR: scheduler
 /// Crawl from `seeds` with `max_concurrent` fetchers, staying on the seeds'
 /// hosts and treating each as `politeness` says. This function is the
 /// scheduler: only it touches the frontier and the report, so neither needs
@@ -613,6 +612,7 @@ fn crawl(client: &Client, seeds: &[Url], max_concurrent: usize, politeness: Poli
                 frontier.done(job.host, started);
                 (job, result)
             }
+            // ANCHOR: robots_event
             Ok(Event::Robots(job, started, answer)) => {
                 in_flight -= 1;
                 // The answer first: a Crawl-delay counts from this request too.
@@ -624,6 +624,7 @@ fn crawl(client: &Client, seeds: &[Url], max_concurrent: usize, politeness: Poli
                 continue;
             }
             Ok(Event::Wake) => continue, // look at the hosts again
+            // ANCHOR_END: robots_event
             Err(_) => break,
         };
         in_flight -= 1;
@@ -664,7 +665,6 @@ fn run(client: Client, seeds: Vec<Url>, max_concurrent: usize, politeness: Polit
     .join()
     .expect("the scheduler does not panic")
 }
-// ANCHOR_END: scheduler
 
 /// A fetcher runs the client and the link scan: the client's measured stack
 /// plus the scan's (step 1's tests measure the scan).
@@ -904,6 +904,39 @@ mod tests {
         assert!(report.fetched.is_empty(), "{:?}", report.fetched);
         let reason = &report.refused[seed.as_str()];
         assert!(reason.starts_with("robots.txt unavailable ("), "{reason}");
+    }
+
+    #[test]
+    fn a_redirected_robots_txt_is_followed() {
+        let (servers, _site, _seeds) = site();
+        // A host whose one answer redirects its robots.txt to h0's. It is
+        // test scaffolding on a plain thread, so std's sockets are fine.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let redirector = listener.local_addr().unwrap();
+        let target = format!("http://{}/robots.txt", servers[0].addr);
+        let answered = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream);
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let answer = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {target}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            reader.get_mut().write_all(answer.as_bytes()).unwrap();
+            request
+        });
+        let seed = Url::parse(&format!("http://{redirector}/private/1.html")).unwrap();
+        let report = run(client(), vec![seed.clone()], 2, QUICK);
+        assert_eq!(answered.join().unwrap(), "GET /robots.txt HTTP/1.1\r\n");
+        assert_eq!(paths(&servers[0]), ["/robots.txt"], "h0's rules were read");
+        let refused = report.refused.get(seed.as_str()).map(String::as_str);
+        assert_eq!(refused, Some("disallowed by robots.txt"));
     }
 
     #[test]
