@@ -213,6 +213,41 @@ fn keep_alive_connections_are_reused_and_counted() {
 }
 
 #[test]
+fn many_coroutines_share_one_client_and_its_pool() {
+    let server = Server::plain(|head| ok(head.split(' ').nth(1).unwrap()));
+    let client = client(ClientConfig {
+        max_idle_per_host: 8,
+        ..Default::default()
+    });
+    configure_for_tests();
+    let words = STACK_SIZE / std::mem::size_of::<usize>();
+    let fetchers: Vec<_> = (0..20)
+        .map(|f| {
+            let (client, base) = (client.clone(), server.url("/"));
+            let builder = may::coroutine::Builder::new().stack_size(words);
+            may::go!(builder, move || {
+                (0..10)
+                    .map(|i| {
+                        let url = base.join(&format!("/{f}/{i}")).unwrap();
+                        let page = client.get(&url).unwrap();
+                        page.body == url.path().as_bytes()
+                    })
+                    .all(|right| right)
+            })
+            .unwrap()
+        })
+        .collect();
+    for fetcher in fetchers {
+        assert!(fetcher.join().unwrap(), "every answer matched its request");
+    }
+    let stats = client.stats();
+    assert_eq!(stats.connections_opened + stats.connections_reused, 200);
+    assert!(stats.connections_opened <= 20, "{stats:?}");
+    assert!(stats.idle_now <= 8, "{stats:?}");
+    assert_eq!(server.accepted() as u64, stats.connections_opened);
+}
+
+#[test]
 fn an_idle_connection_past_the_idle_timeout_is_closed_not_reused() {
     let server = Server::plain(|_| ok("x"));
     let idle_timeout = Duration::from_millis(100);
