@@ -431,6 +431,16 @@ fn a_refused_connection_is_a_transient_connect_error() {
 }
 
 #[test]
+fn a_name_is_resolved_off_the_workers_and_every_address_is_tried() {
+    // `localhost` comes from /etc/hosts (no network), and may resolve to
+    // ::1 first, where nothing listens: the client goes on to 127.0.0.1.
+    let server = Server::plain(|_| ok("by name"));
+    let url = Url::parse(&format!("http://localhost:{}/", server.addr.port())).unwrap();
+    let page = fetch(&client(ClientConfig::default()), url).unwrap();
+    assert_eq!(page.body, b"by name");
+}
+
+#[test]
 fn a_trickling_server_ends_at_the_total_timeout() {
     let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
     let every = Duration::from_millis(50);
