@@ -13,7 +13,7 @@ use crate::tls;
 /// How a [`Client`](super::Client) behaves. `ClientConfig::default()` is a
 /// client for real sites; tests change a field or two with struct update
 /// syntax (`ClientConfig { max_body: 1024, ..Default::default() }`).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Sent as `User-Agent` on every request.
     pub user_agent: String,
@@ -25,7 +25,9 @@ pub struct ClientConfig {
     pub read_timeout: Duration,
     /// Longest whole fetch, redirects and body included (default 30 s): a
     /// server that trickles a byte a second never trips the read timeout,
-    /// and ends here.
+    /// and ends here. A name lookup under way is not cut short (a blocking
+    /// `getaddrinfo` cannot be; it has its own timeouts); the deadline
+    /// still bounds the connect and the exchange after it.
     pub total_timeout: Duration,
     /// Redirects followed; at 0 a 3xx is returned to the caller as it came
     /// (default 5).
