@@ -349,6 +349,134 @@ fn the_type_ahead_server_fails_a_backend_answer_too_deep_or_too_big_and_keeps_se
     assert!(status.success(), "the server exited with {status}");
 }
 
+/// The crawler's worst page for a fetcher's stack, over HTTPS and gzip:
+/// a robots.txt of 500 KiB of rules, and a home page whose one link comes
+/// before 10,000 nested `div`s (as deep as the crawler's parser memory
+/// admits). A std-thread TLS server with a test CA serves them; the
+/// crawler trusts it with `--ca-file`. The crawler's `STACK_BYTES` names
+/// what its fetchers used here, debug and release.
+fn worst_case_site(ca: &may_patterns::tls::TestCa) -> SocketAddr {
+    use flate2::{write::GzEncoder, Compression};
+    let config = may_patterns::tls::server_config(&ca.issue(&["127.0.0.1"])).unwrap();
+    let gzip = |bytes: &[u8]| {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    };
+    let mut robots = b"User-agent: *\n".to_vec();
+    for i in 0.. {
+        if robots.len() >= 500 * 1024 {
+            break;
+        }
+        robots.extend_from_slice(format!("Disallow: /dir{i}/\n").as_bytes());
+    }
+    let deep = format!(
+        "<html><head><title>deep</title></head><body><a href=\"/leaf.html\">leaf</a>{}{}</body></html>",
+        "<div>".repeat(10_000),
+        "</div>".repeat(10_000)
+    );
+    let pages = std::sync::Arc::new([
+        ("/robots.txt", "text/plain", gzip(&robots)),
+        ("/", "text/html", gzip(deep.as_bytes())),
+        ("/leaf.html", "text/html", gzip(b"<title>leaf</title>")),
+    ]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (config, pages) = (config.clone(), pages.clone());
+            std::thread::spawn(move || {
+                let tls = rustls::ServerConnection::new(config).unwrap();
+                let mut stream = BufReader::new(rustls::StreamOwned::new(tls, tcp));
+                let mut request_line = String::new();
+                if stream.read_line(&mut request_line).is_err() {
+                    return; // a handshake the client gave up on
+                }
+                let mut line = String::new();
+                while stream.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = request_line.split(' ').nth(1).unwrap_or("/");
+                let head = match pages.iter().find(|(p, _, _)| *p == path) {
+                    Some((_, kind, body)) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ),
+                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+                };
+                let body = pages
+                    .iter()
+                    .find(|(p, _, _)| *p == path)
+                    .map_or(&[][..], |(_, _, b)| b);
+                let stream = stream.get_mut();
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_crawlers_fetchers_survive_its_worst_page_over_https_and_gzip() {
+    let ca = may_patterns::tls::TestCa::new("nesting test CA");
+    let addr = worst_case_site(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, out) = (dir.path().join("ca.pem"), dir.path().join("crawl.jsonl"));
+    std::fs::write(&pem, ca.cert_pem()).unwrap();
+    let seed = format!("https://127.0.0.1:{}/", addr.port());
+    let output = output_bounded(
+        Command::new(build_examples(["web_crawler"]).join("web_crawler"))
+            .args([
+                "--ca-file",
+                pem.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--checkpoint", dir.path().join("ckpt").to_str().unwrap()])
+            .args([
+                "--delay",
+                "1ms",
+                "--depth",
+                "1",
+                "--max-bytes",
+                "8388608",
+                "--json",
+                &seed,
+            ]),
+        LIMIT,
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        !format!("{stdout}{stderr}").contains("overflow"),
+        "{stdout}\n{stderr}"
+    );
+    let records: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let status_of = |path: &str| {
+        let url = format!("{seed}{}", path.trim_start_matches('/'));
+        records
+            .iter()
+            .find(|r| r["url"] == url)
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status_of("/"), Some(json!(200)), "{records:?}");
+    assert_eq!(status_of("/leaf.html"), Some(json!(200)), "{records:?}");
+}
+
 /// The HTTP client's own margin: its deepest fetch (a refused TLS
 /// handshake, then a TLS handshake, a redirect and a chunked gzip body) on
 /// a coroutine of exactly `client::STACK_SIZE`, in this build (debug or
