@@ -230,6 +230,7 @@ pub fn fetch(agent: &Agent, url: &str) -> Result<(u16, Vec<u8>), String> {
 // ANCHOR_END: agent
 
 // ANCHOR: main
+// ANCHOR: stack
 /// A ureq fetch's stack, in bytes. Measured with may's odd-stack report,
 /// `cargo test [--release] --example ureq_over_may measure -- --ignored
 /// --nocapture` (`used size`, in words), over every kind of page of the
@@ -238,6 +239,7 @@ pub fn fetch(agent: &Agent, url: &str) -> Result<(u16, Vec<u8>), String> {
 /// 2026-12-02). 256 KiB holds the debug figure twice; a test runs the same
 /// fetches on half of it.
 pub const FETCH_STACK_BYTES: usize = 256 * 1024;
+// ANCHOR_END: stack
 
 /// What fetching a list of URLs did.
 struct Report {
