@@ -96,8 +96,8 @@ fn crawl(client: &Client, seeds: &[Url]) -> Report {
 /// client's measured stack plus a margin for the scan (see the tests).
 const CRAWL_STACK_BYTES: usize = client::STACK_SIZE + SCAN_STACK_BYTES;
 /// What `links` needs on top of the client: twice what a page of 20,000
-/// links takes in a debug build (`measure_the_scan_stack` shows it; a test
-/// runs that page on half).
+/// links takes in a debug build, which takes more than a release build
+/// (`measure_the_scan_stack` shows it; a test runs that page on half).
 const SCAN_STACK_BYTES: usize = 24 * 1024;
 
 fn client() -> Client {
