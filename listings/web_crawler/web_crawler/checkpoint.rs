@@ -125,7 +125,6 @@ impl Checkpoint {
             errors,
         })
     }
-    // ANCHOR_END: checkpoint
 
     fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "{MAGIC} {VERSION}")?;
@@ -142,6 +141,7 @@ impl Checkpoint {
         writeln!(out, "end")
     }
 }
+// ANCHOR_END: checkpoint
 
 /// `crawl.ckpt` -> `crawl.ckpt.tmp`, in the same directory, so the rename
 /// stays on one file system (and so is atomic).

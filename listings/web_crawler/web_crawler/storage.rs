@@ -179,7 +179,6 @@ impl Storage {
         self.send(Job::Flush(reply))?;
         answer.recv().unwrap_or_else(|_| Err(self.stopped()))
     }
-    // ANCHOR_END: storage
 
     fn send(&self, job: Job) -> io::Result<()> {
         let jobs = self
@@ -207,6 +206,7 @@ impl Storage {
             .unwrap_or_else(|| io::Error::other("the storage thread has stopped"))
     }
 }
+// ANCHOR_END: storage
 
 impl Drop for Storage {
     /// The writer ends after the pages already queued, when the channel
