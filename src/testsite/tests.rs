@@ -366,3 +366,63 @@ fn nginx_serves_https_with_a_test_ca_and_adds_a_latency_to_every_page() {
     );
     assert!(log[0].request_time >= 0.039, "{:?}", log[0]);
 }
+
+/// Run `wget` with `args`, at most a minute; its exit status.
+fn wget(args: &[&str]) -> std::process::ExitStatus {
+    let mut child = std::process::Command::new("wget")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wget is installed (Debian: apt-get install wget)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wget ran for a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20)); // the test's thread
+    }
+}
+
+#[test]
+fn wget_fetches_the_expected_urls_except_where_it_departs_from_the_standards() {
+    configure_for_tests();
+    let (nginx, site) = Nginx::start(&SiteSpec::small(), NginxOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let seed = site.seed_url();
+    let args = [
+        "--recursive",
+        "--level",
+        "3",
+        "--tries",
+        "1",
+        "--timeout",
+        "5",
+        "--directory-prefix",
+    ];
+    let status = wget(&[&args[..], &[out.path().to_str().unwrap(), &seed]].concat());
+    assert!(status.code().is_some(), "wget was killed: {status}"); // 8: some pages were errors
+    let log = nginx.access_log().unwrap();
+    let fetched: BTreeSet<String> = log
+        .iter()
+        .filter(|l| l.path != "/robots.txt")
+        .map(|l| format!("{}{}", nginx.origins[l.host], l.path))
+        .collect();
+    let expected = site.expected_urls(3);
+    let missing: Vec<&String> = expected.difference(&fetched).collect();
+    assert!(missing.is_empty(), "wget did not fetch {missing:#?}");
+    // wget crawls h3, whose robots.txt answers 503 (RFC 9309 2.3.1.4: then
+    // nothing is allowed), and reads `<a href>` (no value) as a link to "href".
+    let h3 = format!("{}/", nginx.origins[3]);
+    let extra: Vec<&String> = fetched.difference(&expected).collect();
+    assert!(extra.contains(&&h3), "{extra:#?}");
+    let href = format!("{}/href", nginx.origins[0]);
+    assert!(
+        extra.iter().all(|u| u.starts_with(&h3) || **u == href),
+        "{extra:#?}"
+    );
+}
