@@ -405,6 +405,59 @@ mod tests {
         assert_eq!(storage.flush().unwrap_err().to_string(), error.to_string());
     }
 
+    /// Set in the child process of the test below, to the directory it
+    /// writes in.
+    const LIMITED_CHILD: &str = "STORAGE_TEST_FILE_SIZE_LIMITED";
+
+    #[test]
+    fn a_write_that_fails_halfway_leaves_the_records_before_it_whole() {
+        if let Some(dir) = std::env::var_os(LIMITED_CHILD) {
+            return write_until_the_limit(Path::new(&dir));
+        }
+        // The same test binary, run again with a file-size limit of 8 KiB
+        // (`ulimit -f` counts 512-byte blocks): a write past it fails with
+        // EFBIG, part of its bytes written, as on a disk that fills up.
+        // SIGXFSZ, which would kill the process instead, is ignored, and
+        // ignored signals stay ignored across exec.
+        let dir = tempfile::tempdir().unwrap();
+        let name = "storage::tests::a_write_that_fails_halfway_leaves_the_records_before_it_whole";
+        let child = Command::new("sh")
+            .args(["-c", "trap '' XFSZ; ulimit -f 16; exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(LIMITED_CHILD, dir.path())
+            .output()
+            .unwrap();
+        let told = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success(), "the limited run failed: {told}");
+        assert!(told.contains("1 passed"), "{told}");
+        let kept = lines(&dir.path().join("crawl.jsonl"));
+        assert!(kept.len() > 10, "{} records", kept.len());
+        assert_eq!(kept, (0..kept.len() as u32).map(page).collect::<Vec<_>>());
+    }
+
+    /// In the limited child: record and flush pages one by one until the
+    /// file is full; what was flushed must all be there, and nothing else.
+    fn write_until_the_limit(dir: &Path) {
+        let out = dir.join("crawl.jsonl");
+        let mut storage = Storage::create(&out, None, false).unwrap();
+        let mut flushed = 0;
+        let error = loop {
+            let written = storage
+                .record(&page(flushed), None)
+                .and_then(|()| storage.flush());
+            match written {
+                Ok(()) => flushed += 1,
+                Err(error) => break error,
+            }
+            assert!(flushed < 1000, "the file-size limit never hit");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::FileTooLarge, "{error}");
+        assert!(error.to_string().starts_with("cannot write "), "{error}");
+        // The half-written record was cut off again.
+        assert_eq!(lines(&out), (0..flushed).map(page).collect::<Vec<_>>());
+    }
+
     #[test]
     fn a_slow_disk_makes_callers_wait_not_the_queue_grow() {
         let dir = tempfile::tempdir().unwrap();
