@@ -61,8 +61,8 @@ pub struct Args {
     /// --warc); seeds given too are added to it.
     #[arg(long)]
     pub resume: bool,
-    /// Where Ctrl-C (and a crawl stopped by --max-pages) saves the frontier
-    /// and the seen-set.
+    /// Where the frontier and the seen-set are saved when the crawl ends
+    /// (done, at --max-pages or on Ctrl-C), for --resume.
     #[arg(long, value_name = "FILE", default_value = "crawl.checkpoint")]
     pub checkpoint: PathBuf,
     /// Body bytes (decoded) kept per page; a longer page is an error.

@@ -137,8 +137,8 @@ pub fn crawl(config: &Config, shutdown: &Shutdown) -> Result<Summary, String> {
         tls: config.tls.clone().unwrap_or_else(tls::web_client_config),
         ..ClientConfig::default()
     });
-    let storage = Storage::create(&args.out, args.warc.as_deref(), args.resume)
-        .map_err(|e| format!("cannot open {}: {e}", args.out.display()))?;
+    let storage =
+        Storage::create(&args.out, args.warc.as_deref(), args.resume).map_err(|e| e.to_string())?;
     let saved = match args.resume {
         true => Some(
             Checkpoint::load(&args.checkpoint)
@@ -259,22 +259,33 @@ fn report(summary: &Summary, json: bool) {
         return;
     }
     let s = summary;
-    let counts = |map: &std::collections::BTreeMap<String, u64>| {
-        map.iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let list = |pairs: Vec<String>| match pairs.is_empty() {
+        true => "none".to_owned(),
+        false => pairs.join(", "),
     };
+    let counts = |map: &std::collections::BTreeMap<String, u64>| {
+        list(map.iter().map(|(k, v)| format!("{k} {v}")).collect())
+    };
+    let resumed = match s.pages_before {
+        0 => String::new(),
+        n => format!(" ({n} of them before --resume)"),
+    };
+    let ended = serde_json::to_value(s.ended).expect("a summary serialises");
     println!(
-        "{} pages from {} hosts in {:.2}s ({:.1} pages/s), {} bytes ({:?})",
-        s.pages, s.hosts, s.elapsed_s, s.pages_per_s, s.bytes, s.ended
+        "{} pages{resumed} from {} hosts in {:.2}s, {:.1} pages/s, {} bytes; ended: {}",
+        s.pages,
+        s.hosts,
+        s.elapsed_s,
+        s.pages_per_s,
+        s.bytes,
+        ended.as_str().unwrap_or("?")
     );
-    let statuses: Vec<String> = s.statuses.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("statuses: {}", statuses.join(", "));
+    let statuses = s.statuses.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("statuses: {}", list(statuses));
     println!("errors: {}", counts(&s.errors));
     println!(
-        "robots.txt denied {}, retries {}, duplicate links {}, seen {}, still queued {}",
-        s.robots_denied, s.retries, s.duplicates_skipped, s.seen, s.queued
+        "robots.txt denied {} (unreachable on {} hosts), retries {}, duplicate links {}; seen {}, still queued {}",
+        s.robots_denied, s.robots_unreachable, s.retries, s.duplicates_skipped, s.seen, s.queued
     );
     println!("links not followed: {}", counts(&s.skipped));
 }

@@ -63,20 +63,27 @@ pub enum Ended {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub ended: Ended,
-    /// Pages fetched and recorded (robots.txt files not counted).
+    /// Pages fetched and recorded (robots.txt files not counted), those of
+    /// the crawl this one resumed included.
     pub pages: u64,
-    /// Pages recorded with an error, by its kind.
+    /// Of `pages`, those recorded before `--resume`.
+    pub pages_before: u64,
+    /// This run's pages recorded with an error, by its kind.
     pub errors: BTreeMap<String, u64>,
-    /// Responses by status code.
+    /// This run's responses by status code.
     pub statuses: BTreeMap<u16, u64>,
-    /// Body bytes of the recorded pages, decoded.
+    /// Body bytes of this run's pages, decoded.
     pub bytes: u64,
     pub elapsed_s: f64,
+    /// This run's pages per second.
     pub pages_per_s: f64,
     /// Hosts (scheme, host, port) the crawl asked for robots.txt or pages.
     pub hosts: usize,
     /// URLs not fetched because a robots.txt disallowed them.
     pub robots_denied: u64,
+    /// Hosts whose robots.txt could not be fetched, after the retries:
+    /// RFC 9309 treats them as disallowing everything.
+    pub robots_unreachable: u64,
     /// Fetches tried again (transient errors, 429, 503).
     pub retries: u64,
     /// Links to URLs already queued or fetched.
@@ -112,11 +119,13 @@ pub struct Scheduler {
 #[derive(Default)]
 struct Counts {
     pages: u64,
+    pages_before: u64,
     errors: BTreeMap<String, u64>,
     error_total: u64,
     statuses: BTreeMap<u16, u64>,
     bytes: u64,
     robots_denied: u64,
+    robots_unreachable: u64,
     retries: u64,
     duplicates: u64,
     skipped: BTreeMap<String, u64>,
@@ -157,6 +166,7 @@ impl Scheduler {
             self.frontier.put_back(Entry::new(url, depth), false);
         }
         self.counts.pages = saved.pages;
+        self.counts.pages_before = saved.pages;
         self.counts.error_total = saved.errors;
         self.started_pages = saved.pages;
         Ok(())
@@ -292,7 +302,10 @@ impl Scheduler {
                     Ok(rules) => rules,
                     Err(e) if e.is_transient() && self.robots_retry(&origin, now) => return Ok(()),
                     // Unreachable after its retries: complete disallow.
-                    Err(_) => Rules::DisallowAll,
+                    Err(_) => {
+                        self.counts.robots_unreachable += 1;
+                        Rules::DisallowAll
+                    }
                 };
                 self.politeness.set_rules(&origin, rules);
                 if self.politeness.disallows_all(&origin) {
@@ -473,13 +486,15 @@ impl Scheduler {
         let summary = Summary {
             ended,
             pages: c.pages,
+            pages_before: c.pages_before,
             errors: c.errors.clone(),
             statuses: c.statuses.clone(),
             bytes: c.bytes,
             elapsed_s: elapsed.as_secs_f64(),
-            pages_per_s: c.pages as f64 / elapsed.as_secs_f64().max(1e-3),
+            pages_per_s: (c.pages - c.pages_before) as f64 / elapsed.as_secs_f64().max(1e-3),
             hosts: self.politeness.hosts(),
             robots_denied: c.robots_denied,
+            robots_unreachable: c.robots_unreachable,
             retries: c.retries,
             duplicates_skipped: c.duplicates,
             skipped: c.skipped.clone(),
