@@ -44,9 +44,27 @@ pub enum Job {
 pub enum Done {
     Robots {
         origin: String,
-        result: Result<Rules, FetchError>,
+        result: Result<RobotsAnswer, FetchError>,
     },
     Page(Box<Page>),
+}
+
+/// A robots.txt's answer: its status and what it allows.
+#[derive(Debug)]
+pub struct RobotsAnswer {
+    pub status: u16,
+    /// `Retry-After` of a 429 or 503, as a wait from when it came.
+    pub retry_after: Option<Duration>,
+    pub rules: Rules,
+}
+
+impl RobotsAnswer {
+    /// A `5xx` or `429`: the server failed for now, and the file may be
+    /// asked for again before the host is given up (RFC 9309 section
+    /// 2.3.1.4).
+    pub fn failed(&self) -> bool {
+        self.status == 429 || self.status >= 500
+    }
 }
 
 /// One page fetch, as it went.
@@ -200,9 +218,11 @@ impl Fetcher {
 
     // ANCHOR: robots
     /// Fetch `url`'s robots.txt, following up to five redirects (the
-    /// client follows none for the crawler), and read its rules.
-    fn robots(&self, mut url: Url) -> Result<Rules, FetchError> {
-        for _ in 0..=MAX_ROBOTS_REDIRECTS {
+    /// client follows none for the crawler), and read its rules (a 2xx's
+    /// body is parsed, any other status decides alone).
+    fn robots(&self, mut url: Url) -> Result<RobotsAnswer, FetchError> {
+        let mut hops = 0;
+        loop {
             let mut body = Vec::new();
             let fetched = self.client.get_streaming(&url, &[], &mut |chunk| {
                 let room = MAX_ROBOTS_BYTES.saturating_sub(body.len());
@@ -213,17 +233,26 @@ impl Fetcher {
                 .header("location")
                 .filter(|_| (300..400).contains(&fetched.status))
                 .and_then(|l| normalise(l, &url).ok());
-            let Some(next) = next else {
-                return Ok(parse_off_the_workers(
-                    fetched.status,
-                    body,
-                    &self.user_agent,
-                ));
+            // Past five redirects the 3xx itself is the answer: unavailable.
+            if let Some(next) = next.filter(|_| hops < MAX_ROBOTS_REDIRECTS) {
+                (url, hops) = (next, hops + 1);
+                continue;
+            }
+            let status = fetched.status;
+            let retry_after = fetched
+                .header("retry-after")
+                .filter(|_| matches!(status, 429 | 503))
+                .and_then(|v| retry_after(v, SystemTime::now()));
+            let rules = match status {
+                200..=299 => parse_off_the_workers(status, body, &self.user_agent),
+                _ => Rules::from_response(status, &[], &self.user_agent),
             };
-            url = next;
+            return Ok(RobotsAnswer {
+                status,
+                retry_after,
+                rules,
+            });
         }
-        // More redirects than RFC 9309 asks to follow: unavailable.
-        Ok(Rules::AllowAll)
     }
     // ANCHOR_END: robots
 }

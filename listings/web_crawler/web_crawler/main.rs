@@ -433,7 +433,15 @@ mod tests {
         assert_eq!(summary.ended, scheduler::Ended::Done);
         assert_eq!(summary.pages as usize, expected.len());
         assert_eq!(summary.hosts, SiteSpec::small().hosts);
-        assert_eq!(summary.retries, 2, "the 503 page, twice");
+        // The 503 page twice, and h3's failing robots.txt --retries times.
+        assert_eq!(summary.retries, 2 + 3);
+        assert_eq!(summary.robots_unreachable, 1);
+        let asked = servers[3]
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/robots.txt")
+            .count();
+        assert_eq!(asked, 1 + 3, "h3's robots.txt: once and three retries");
         assert_eq!(
             summary.errors.get("body too large"),
             Some(&1),

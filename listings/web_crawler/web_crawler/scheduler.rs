@@ -81,8 +81,8 @@ pub struct Summary {
     pub hosts: usize,
     /// URLs not fetched because a robots.txt disallowed them.
     pub robots_denied: u64,
-    /// Hosts whose robots.txt could not be fetched, after the retries:
-    /// RFC 9309 treats them as disallowing everything.
+    /// Hosts whose robots.txt failed (5xx, 429) or could not be reached,
+    /// after the retries: RFC 9309 has them disallow everything.
     pub robots_unreachable: u64,
     /// Fetches tried again (transient errors, 429, 503).
     pub retries: u64,
@@ -298,11 +298,17 @@ impl Scheduler {
         match done {
             Done::Robots { origin, result } => {
                 self.politeness.end(&origin);
+                // A failing (5xx, 429) or unreachable robots.txt is asked
+                // for again, --retries times; then the host is refused.
                 let rules = match result {
-                    Ok(rules) => rules,
-                    Err(e) if e.is_transient() && self.robots_retry(&origin, now) => return Ok(()),
-                    // Unreachable after its retries: complete disallow.
-                    Err(_) => {
+                    Ok(answer) if !answer.failed() => answer.rules,
+                    Ok(answer) if self.robots_retry(&origin, now, Some(answer.retry_after)) => {
+                        return Ok(())
+                    }
+                    Err(e) if e.is_transient() && self.robots_retry(&origin, now, None) => {
+                        return Ok(())
+                    }
+                    Ok(_) | Err(_) => {
                         self.counts.robots_unreachable += 1;
                         Rules::DisallowAll
                     }
@@ -321,14 +327,24 @@ impl Scheduler {
         }
     }
 
-    /// Whether a robots.txt that could not be fetched is tried again (it is,
-    /// `--retries` times, after the retry policy's delay).
-    fn robots_retry(&mut self, origin: &str, now: Instant) -> bool {
+    /// Whether a robots.txt that failed is asked for again: it is,
+    /// `--retries` times, after the host's push-back for a 5xx or 429
+    /// (`answered`, with its `Retry-After`) or the retry policy's delay for
+    /// a transient error.
+    fn robots_retry(
+        &mut self,
+        origin: &str,
+        now: Instant,
+        answered: Option<Option<Duration>>,
+    ) -> bool {
         let tries = self.politeness.robots_failed(origin);
         if tries > self.settings.retries {
             return false;
         }
-        let wait = self.retry.delay(tries - 1, &mut self.rng);
+        let wait = match answered {
+            Some(retry_after) => self.politeness.push_back(origin, now, retry_after),
+            None => self.retry.delay(tries - 1, &mut self.rng),
+        };
         self.politeness.forget_rules(origin);
         self.politeness.defer(origin, now + wait);
         self.counts.retries += 1;
