@@ -263,6 +263,7 @@ impl Site {
         })
     }
 
+    // ANCHOR: expected_urls
     /// The page URLs a correct polite crawler requests from the seed `h0`
     /// `/` with robots.txt honoured, following links up to `max_depth`
     /// (the seed is depth 0; a page's links and a redirect's `Location`
@@ -299,6 +300,8 @@ impl Site {
         }
         seen
     }
+
+    // ANCHOR_END: expected_urls
 
     /// Write every stored page as a file for nginx: `dir/h<i>/index.html`
     /// for `/`, `dir/h<i>/p/3.html` for `/p/3.html`. Redirects, bare

@@ -85,6 +85,7 @@ fn hosts_in(log: &[AccessLine]) -> usize {
     log.iter().map(|l| l.host + 1).max().unwrap_or(0)
 }
 
+// ANCHOR: politeness
 /// For each host, the shortest time between the starts of two consecutive
 /// requests to it (`None`: fewer than two requests). The log's resolution
 /// is 1 ms, so a gap is exact to about ±2 ms. Filter `log` first to leave
@@ -133,6 +134,8 @@ pub fn max_concurrency_per_host(log: &[AccessLine]) -> Vec<usize> {
         })
         .collect()
 }
+
+// ANCHOR_END: politeness
 
 #[cfg(test)]
 mod tests {

@@ -87,6 +87,7 @@ impl Nginx {
         self.dir.join("access.log")
     }
 
+    // ANCHOR: access_log
     /// Every request nginx has answered so far, in the order it logged
     /// them. nginx writes a line just after the response's last byte, so
     /// a client can read its answer before the line exists: this first
@@ -124,6 +125,8 @@ impl Nginx {
             std::thread::sleep(Duration::from_millis(5)); // a plain thread, see the module doc
         }
     }
+
+    // ANCHOR_END: access_log
 
     /// Host `host`'s backend: make its proxied pages (`/slow/`, `/fail/`,
     /// the trap; every page with `per_page_latency`) slow or failing with
@@ -313,6 +316,7 @@ fn config(
         .replace("@DIR@", &dir)
 }
 
+// ANCHOR: locations
 /// Host `host`'s `location` blocks: what nginx passes to the backend, and
 /// a `return` for every redirect and bare status it answers itself.
 fn locations(site: &Site, host: usize, options: &NginxOptions) -> String {
@@ -351,3 +355,4 @@ fn locations(site: &Site, host: usize, options: &NginxOptions) -> String {
     }
     out
 }
+// ANCHOR_END: locations
