@@ -106,6 +106,7 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+// ANCHOR: config
 impl Config {
     /// The checks clap cannot make, each failing with one sentence.
     pub fn from_args(args: Args) -> Result<Config, String> {
@@ -124,6 +125,7 @@ impl Config {
         Ok(Config { args, seeds, tls })
     }
 }
+// ANCHOR_END: config
 
 /// A TLS client config trusting the Mozilla roots and the CAs in `pem`.
 fn trusting(pem: &Path) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -230,6 +230,7 @@ impl Frontier {
         self.queued += 1;
     }
 
+    // ANCHOR: next_ready
     /// Take the next entry of the first host, in round-robin order, that
     /// `ready` says may be asked now.
     pub fn next_ready(&mut self, mut ready: impl FnMut(&str) -> bool) -> Option<Entry> {
@@ -251,6 +252,7 @@ impl Frontier {
         }
         None
     }
+    // ANCHOR_END: next_ready
 
     /// The origins that have something queued.
     pub fn waiting_origins(&self) -> impl Iterator<Item = &str> {

@@ -88,6 +88,7 @@ impl Politeness {
         })
     }
 
+    // ANCHOR: ready
     /// May a request to `origin` start at `now`, and which one?
     pub fn ready(&mut self, origin: &str, now: Instant) -> Ready {
         let per_host = self.per_host;
@@ -112,6 +113,7 @@ impl Politeness {
             host.robots = Robots::Fetching;
         }
     }
+    // ANCHOR_END: ready
 
     /// A request to `origin` ended (answered, failed or given up).
     pub fn end(&mut self, origin: &str) {
@@ -158,6 +160,7 @@ impl Politeness {
         )
     }
 
+    // ANCHOR: push_back
     /// The host answered 429 or 503 at `now`: no request before
     /// `Retry-After` (when it said one), else before an exponential
     /// backoff (1 s, 2 s, 4 s, ...), both at most [`MAX_PUSH_BACK`].
@@ -180,6 +183,7 @@ impl Politeness {
         host.defer(now + wait);
         wait
     }
+    // ANCHOR_END: push_back
 
     /// A transient error at `now`: try the host again no earlier than
     /// `now + wait` (the retry policy's jittered delay).

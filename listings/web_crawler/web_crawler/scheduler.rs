@@ -359,6 +359,7 @@ impl Scheduler {
             elapsed,
             result,
         } = page;
+        // ANCHOR: retry
         let retry_left = entry.retries < self.settings.retries;
         // Transient: try again after the policy's jittered delay. 429 and
         // 503: after Retry-After, or the host's own backoff.
@@ -378,6 +379,7 @@ impl Scheduler {
             self.frontier.put_back(entry, true);
             return Ok(());
         }
+        // ANCHOR_END: retry
         let mut record = PageRecord {
             url: entry.url.to_string(),
             status: 0,
