@@ -190,10 +190,10 @@ impl Scheduler {
         loop {
             let ended = if stop.is_triggered() {
                 Some(Ended::Interrupted)
-            } else if self.started_pages >= self.settings.max_pages {
-                Some(Ended::MaxPages)
             } else if self.frontier.is_empty() && self.in_flight == 0 {
                 Some(Ended::Done)
+            } else if self.started_pages >= self.settings.max_pages {
+                Some(Ended::MaxPages)
             } else {
                 None
             };
