@@ -343,7 +343,7 @@ fn trap_page(year: u32, month: u32) -> (Resource, Vec<String>) {
 }
 
 fn robots_case(spec: &SiteSpec, host: usize) -> Option<Robots> {
-    spec.features.robots.then(|| match host % 4 {
+    spec.features.robots.then_some(match host % 4 {
         0 => Robots::Rules,
         1 => Robots::CrawlDelay,
         2 => Robots::Garbage,
