@@ -418,7 +418,22 @@ mod tests {
         configure_for_tests();
         let (servers, site) = SiteServer::start_all(&SiteSpec::small()).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let summary = crawl(&config(dir.path(), &site.seed_url(), &[]), &Shutdown::new()).unwrap();
+        let warc = dir.path().join("crawl.warc");
+        let with_warc = ["--warc", warc.to_str().unwrap()];
+        let summary = crawl(
+            &config(dir.path(), &site.seed_url(), &with_warc),
+            &Shutdown::new(),
+        )
+        .unwrap();
+
+        // Every response the crawl recorded is in the WARC file, with its
+        // request (warc.rs's tests read such a file back with warcio).
+        let answered: usize = summary.statuses.values().sum::<u64>() as usize;
+        let archive = String::from_utf8_lossy(&std::fs::read(&warc).unwrap()).into_owned();
+        for kind in ["request", "response"] {
+            let records = archive.matches(&format!("WARC-Type: {kind}\r\n")).count();
+            assert_eq!(records, answered, "{kind} records");
+        }
 
         let expected = site.expected_urls(DEPTH.parse().unwrap());
         let got: BTreeSet<String> = recorded(dir.path()).into_keys().collect();
