@@ -598,6 +598,7 @@ impl Frontier {
     /// (its robots.txt first); otherwise when the first waiting host will
     /// be ready (`None`: only a fetch ending can change anything).
     fn next(&mut self, now: Instant) -> Result<Job, Option<Instant>> {
+        // ANCHOR: delayed
         // Jobs whose retry wait is over go to the head of their host's queue.
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
             .into_iter()
@@ -606,6 +607,7 @@ impl Frontier {
         for (_, job) in due {
             self.hosts[job.host].queue.push_front(job);
         }
+        // ANCHOR_END: delayed
         let (count, politeness) = (self.hosts.len(), self.politeness);
         for i in (0..count).map(|k| (self.cursor + k) % count) {
             let host = &mut self.hosts[i];
@@ -634,12 +636,14 @@ impl Frontier {
             .min())
     }
 
+    // ANCHOR: retry_at
     /// `job` failed in a way worth retrying: it waits until `at` on its
     /// own, and its host carries on with its other URLs meanwhile.
     fn retry_at(&mut self, mut job: Job, at: Instant) {
         job.tries += 1;
         self.delayed.push((at, job));
     }
+    // ANCHOR_END: retry_at
 
     /// A job's fetch, which started at `started`, is over. Its host was
     /// charged the delay when the job was handed out; if a fetcher took
