@@ -261,11 +261,11 @@ fn too_slow() -> Reply {
 fn refusal(e: &io::Error) -> Option<Reply> {
     let why = format!("{e}\n");
     match e.kind() {
-        // http.rs reads bodies by Content-Length only.
+        // http.rs reads bodies by Content-Length or chunked, nothing else.
         ErrorKind::InvalidData if why.contains("Transfer-Encoding") => Some(Reply::text(
             411,
             "Length Required",
-            "send the body with a Content-Length: chunked request bodies are not supported\n"
+            "send the body with a Content-Length or chunked: other transfer codings are not supported\n"
                 .into(),
             vec![],
         )),
