@@ -226,13 +226,11 @@ fn many_coroutines_share_one_client_and_its_pool() {
             let (client, base) = (client.clone(), server.url("/"));
             let builder = may::coroutine::Builder::new().stack_size(words);
             may::go!(builder, move || {
-                (0..10)
-                    .map(|i| {
-                        let url = base.join(&format!("/{f}/{i}")).unwrap();
-                        let page = client.get(&url).unwrap();
-                        page.body == url.path().as_bytes()
-                    })
-                    .all(|right| right)
+                (0..10).all(|i| {
+                    let url = base.join(&format!("/{f}/{i}")).unwrap();
+                    let page = client.get(&url).unwrap();
+                    page.body == url.path().as_bytes()
+                })
             })
             .unwrap()
         })
