@@ -144,7 +144,10 @@ fn measure(tool: &'static str, title: &'static str) -> Measured {
         .trim()
         .parse()
         .expect("GNU time's %M");
-    let log = nginx.access_log().expect("nginx's access log");
+    let log = nginx.access_log().unwrap_or_else(|e| {
+        let errors = std::fs::read_to_string(nginx.dir().join("error.log")).unwrap_or_default();
+        panic!("{tool}: nginx's access log: {e}; nginx's error.log:\n{errors}")
+    });
     summarise(title, wall, kib * 1024, &log)
 }
 
