@@ -288,6 +288,11 @@ fn report(summary: &Summary, json: bool) {
         s.robots_denied, s.robots_unreachable, s.retries, s.duplicates_skipped, s.seen, s.queued
     );
     println!("links not followed: {}", counts(&s.skipped));
+    for (origin, why) in &s.robots_reasons {
+        println!(
+            "robots.txt of {origin} not had, so none of its pages is fetched (RFC 9309): {why}"
+        );
+    }
 }
 // ANCHOR_END: report
 
@@ -451,6 +456,13 @@ mod tests {
         // The 503 page twice, and h3's failing robots.txt --retries times.
         assert_eq!(summary.retries, 2 + 3);
         assert_eq!(summary.robots_unreachable, 1);
+        let [(_, why)] = summary.robots_reasons.as_slice() else {
+            panic!(
+                "one reason for one unreachable robots.txt: {:?}",
+                summary.robots_reasons
+            );
+        };
+        assert!(why.starts_with("answered 5"), "{why}");
         let asked = servers[3]
             .requests()
             .iter()

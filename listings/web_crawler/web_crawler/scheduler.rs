@@ -84,6 +84,10 @@ pub struct Summary {
     /// Hosts whose robots.txt failed (5xx, 429) or could not be reached,
     /// after the retries: RFC 9309 has them disallow everything.
     pub robots_unreachable: u64,
+    /// Why, for the first `ROBOTS_REASONS_KEPT` of those hosts: the origin
+    /// and the last answer or error (a TLS failure, a refused connection),
+    /// so a crawl that fetched nothing says why.
+    pub robots_reasons: Vec<(String, String)>,
     /// Fetches tried again (transient errors, 429, 503).
     pub retries: u64,
     /// Links to URLs already queued or fetched.
@@ -96,6 +100,9 @@ pub struct Summary {
     pub seen: usize,
 }
 // ANCHOR_END: summary
+
+/// How many hosts' robots.txt failures the summary explains one by one.
+const ROBOTS_REASONS_KEPT: usize = 20;
 
 /// The scheduler's state. Nothing here is shared: fetchers get jobs by
 /// value and send outcomes by value.
@@ -126,6 +133,7 @@ struct Counts {
     bytes: u64,
     robots_denied: u64,
     robots_unreachable: u64,
+    robots_reasons: Vec<(String, String)>,
     retries: u64,
     duplicates: u64,
     skipped: BTreeMap<String, u64>,
@@ -308,10 +316,10 @@ impl Scheduler {
                     Err(e) if e.is_transient() && self.robots_retry(&origin, now, None) => {
                         return Ok(())
                     }
-                    Ok(_) | Err(_) => {
-                        self.counts.robots_unreachable += 1;
-                        Rules::DisallowAll
+                    Ok(answer) => {
+                        self.robots_given_up(&origin, format!("answered {}", answer.status))
                     }
+                    Err(e) => self.robots_given_up(&origin, e.to_string()),
                 };
                 self.politeness.set_rules(&origin, rules);
                 if self.politeness.disallows_all(&origin) {
@@ -325,6 +333,16 @@ impl Scheduler {
                 self.page_done(*page, now)
             }
         }
+    }
+
+    /// A host whose robots.txt could not be had: counted, its reason kept
+    /// (for a bounded number of hosts), and every path disallowed.
+    fn robots_given_up(&mut self, origin: &str, why: String) -> Rules {
+        self.counts.robots_unreachable += 1;
+        if self.counts.robots_reasons.len() < ROBOTS_REASONS_KEPT {
+            self.counts.robots_reasons.push((origin.to_owned(), why));
+        }
+        Rules::DisallowAll
     }
 
     /// Whether a robots.txt that failed is asked for again: it is,
@@ -513,6 +531,7 @@ impl Scheduler {
             hosts: self.politeness.hosts(),
             robots_denied: c.robots_denied,
             robots_unreachable: c.robots_unreachable,
+            robots_reasons: c.robots_reasons.clone(),
             retries: c.retries,
             duplicates_skipped: c.duplicates,
             skipped: c.skipped.clone(),
