@@ -290,7 +290,7 @@ fn report(summary: &Summary, json: bool) {
     println!("links not followed: {}", counts(&s.skipped));
     for (origin, why) in &s.robots_reasons {
         println!(
-            "robots.txt of {origin} not had, so none of its pages is fetched (RFC 9309): {why}"
+            "robots.txt of {origin} could not be read, so none of its pages is fetched (RFC 9309): {why}"
         );
     }
 }
