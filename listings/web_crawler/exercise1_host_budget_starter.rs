@@ -1,4 +1,4 @@
-//! Exercise 2 (starter): a per-host page budget. Step 8's limits bound the
+//! Exercise 1 (starter): a per-host page budget. Step 8's limits bound the
 //! whole crawl, so one huge host (or one trap the limits do not catch) can
 //! take every page of `max_pages` while the other hosts wait. Give each
 //! host a budget, `Limits::max_pages_per_host`: the field is here and the
@@ -1034,7 +1034,7 @@ fn main() {
     let seeds = match parse_seeds(&args) {
         Ok(seeds) => seeds,
         Err(reason) => {
-            eprintln!("exercise2_host_budget_starter: {reason}");
+            eprintln!("exercise1_host_budget_starter: {reason}");
             std::process::exit(2);
         }
     };

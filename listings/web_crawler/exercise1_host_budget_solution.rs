@@ -1,4 +1,4 @@
-//! Exercise 2 (solution): a per-host page budget. Each host counts the
+//! Exercise 1 (solution): a per-host page budget. Each host counts the
 //! pages queued for it, and once `Limits::max_pages_per_host` are queued
 //! its further URLs are refused with a reason, like any other limit.
 //!
@@ -1045,7 +1045,7 @@ fn main() {
     let seeds = match parse_seeds(&args) {
         Ok(seeds) => seeds,
         Err(reason) => {
-            eprintln!("exercise2_host_budget_solution: {reason}");
+            eprintln!("exercise1_host_budget_solution: {reason}");
             std::process::exit(2);
         }
     };
