@@ -14,6 +14,11 @@
 //! for each anchor. A block whose program an earlier block already builds
 //! (and runs, if that one runs) is marked `ignore` here, so each program is
 //! compiled once; that halves the time skeptic's tests take.
+//!
+//! A listing with shown output beside it (`<step>.out` whose command is
+//! `cargo run --example <step>`, no arguments) is run by `tests/book`, which
+//! also checks every line it prints. Its blocks are marked `no_run` here, so
+//! skeptic compiles that program and does not run it a second time.
 
 use std::collections::HashSet;
 use std::env;
@@ -40,7 +45,10 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot expand the book: {e:#}"));
 
     let mut chapters = Vec::new();
-    let mut programs = Programs::default();
+    let mut programs = Programs {
+        shown: shown_programs(&root.join("listings")),
+        ..Programs::default()
+    };
     for item in expanded.iter() {
         let BookItem::Chapter(chapter) = item else {
             continue;
@@ -99,9 +107,55 @@ fn hide_compile_fail_blocks(markdown: &str) -> String {
         .collect()
 }
 
-/// The programs the Rust blocks seen so far compile: (runs it, its code).
+/// The code of every listing whose shown output `tests/book` checks by
+/// running it with no arguments, as a Rust block shows it (see [`normalise`]).
+fn shown_programs(listings: &Path) -> HashSet<String> {
+    let mut shown = HashSet::new();
+    let Ok(chapters) = fs::read_dir(listings) else {
+        return shown;
+    };
+    for chapter in chapters.flatten() {
+        let Ok(files) = fs::read_dir(chapter.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let (Some(stem), Some("out")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|e| e.to_str()),
+            ) else {
+                continue;
+            };
+            let command = format!("$ cargo run --example {stem}");
+            let runs_bare = fs::read_to_string(&path)
+                .is_ok_and(|out| out.lines().next() == Some(command.as_str()));
+            if let (true, Ok(code)) = (runs_bare, fs::read_to_string(path.with_extension("rs"))) {
+                shown.insert(normalise(&code));
+            }
+        }
+    }
+    shown
+}
+
+/// A program's code without what mdBook leaves out when it includes it
+/// (the `ANCHOR` lines) and without trailing blanks, so a listing file and
+/// the block that includes it compare equal.
+fn normalise(code: &str) -> String {
+    let lines: Vec<&str> = code
+        .lines()
+        .filter(|l| !l.contains("ANCHOR:") && !l.contains("ANCHOR_END:"))
+        .map(str::trim_end)
+        .collect();
+    lines.join("\n").trim_end().to_owned()
+}
+
+/// The programs the Rust blocks seen so far compile: (runs it, its code);
+/// and the programs `tests/book` runs already.
 #[derive(Default)]
-struct Programs(HashSet<(bool, String)>);
+struct Programs {
+    seen: HashSet<(bool, String)>,
+    shown: HashSet<String>,
+}
 
 impl Programs {
     /// Mark `ignore` each Rust block whose program an earlier block already
@@ -133,16 +187,18 @@ impl Programs {
                 })
                 .collect();
             let code = code.join("\n");
-            let runs = !tags.contains(&"no_run");
-            let repeat = self.0.contains(&(true, code.clone()))
-                || !runs && self.0.contains(&(false, code.clone()));
+            let indent = &line[..line.len() - trimmed.len()];
+            let shown = self.shown.contains(&normalise(&code));
+            let runs = !tags.contains(&"no_run") && !shown;
+            let repeat = self.seen.contains(&(true, code.clone()))
+                || !runs && self.seen.contains(&(false, code.clone()));
             if repeat {
-                out.push_str(&format!(
-                    "{}```{info},ignore\n",
-                    &line[..line.len() - trimmed.len()]
-                ));
+                out.push_str(&format!("{indent}```{info},ignore\n"));
+            } else if shown && !tags.contains(&"no_run") {
+                self.seen.insert((runs, code));
+                out.push_str(&format!("{indent}```{info},no_run\n"));
             } else {
-                self.0.insert((runs, code));
+                self.seen.insert((runs, code));
                 out.push_str(line);
                 out.push('\n');
             }
