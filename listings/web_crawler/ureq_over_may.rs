@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,13 +55,21 @@ impl Connector<()> for MayConnector {
             ));
         }
         let mut last = None;
-        for addr in &details.addrs {
-            // One connect timeout per attempt: a single long may timer,
-            // which may keeps well (it is the short, frequent ones that race).
-            let attempt = match details.timeout.not_zero() {
-                Some(t) => TcpStream::connect_timeout(addr, *t),
-                None => TcpStream::connect(addr),
-            };
+        for &addr in details.addrs.iter() {
+            // std's connect on a blocking thread, then the socket is handed
+            // to may, as the book's client does: may 0.3.51's own connect
+            // can read its state after another worker dropped it (the
+            // Pitfalls reference, "Known may 0.3.51 bugs").
+            let wait = details.timeout.not_zero().map(|t| *t);
+            let attempt = blocking::run(move || match wait {
+                Some(t) => std::net::TcpStream::connect_timeout(&addr, t),
+                None => std::net::TcpStream::connect(addr),
+            })
+            .map_err(io::Error::from)
+            .and_then(|r| r)
+            // Safety: `into_raw_fd` hands the descriptor over; nothing else
+            // owns it.
+            .map(|socket| unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) });
             match attempt {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
