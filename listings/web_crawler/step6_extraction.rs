@@ -931,6 +931,10 @@ mod tests {
     use may_patterns::runtime::configure_for_tests;
     use may_patterns::testsite::Site;
 
+    // Steps 1-5's behaviour is tested in their own files; this module tests
+    // what step 6 adds (streaming extraction), the stacks of its coroutines,
+    // plus one whole crawl (step 5's robots.txt test).
+
     fn site() -> (Vec<SiteServer>, Site, Vec<Url>) {
         configure_for_tests();
         let mut spec = SiteSpec::small();
@@ -952,7 +956,6 @@ mod tests {
         server.requests().into_iter().map(|r| r.path).collect()
     }
 
-    // ANCHOR: tests
     #[test]
     fn robots_txt_comes_first_and_its_rules_are_obeyed() {
         let (servers, site, seeds) = site();
@@ -977,127 +980,6 @@ mod tests {
         assert!(paths(&servers[2])
             .iter()
             .any(|p| p.starts_with("/private/")));
-    }
-
-    #[test]
-    fn a_404_robots_txt_allows_everything() {
-        let (servers, _site, seeds) = site();
-        servers[0].fail("/robots.txt", 404, 1);
-        let report = run(client(), seeds[..1].to_vec(), 8, QUICK);
-        assert!(report.refused.is_empty(), "{:?}", report.refused);
-        assert!(paths(&servers[0])
-            .iter()
-            .any(|p| p.starts_with("/private/")));
-    }
-
-    #[test]
-    fn a_5xx_robots_txt_is_asked_again_then_the_host_is_refused() {
-        let (servers, site, seeds) = site();
-        // h3's robots.txt always answers 503.
-        assert_eq!(site.disallowed_paths(3), ["/"]);
-        let report = run(client(), seeds[3..].to_vec(), 8, QUICK);
-        let asked = paths(&servers[3]);
-        assert_eq!(
-            asked,
-            vec!["/robots.txt"; ROBOTS_TRIES as usize],
-            "no page fetched"
-        );
-        assert!(report.fetched.is_empty());
-        assert_eq!(
-            report.refused.get(seeds[3].as_str()).map(String::as_str),
-            Some("robots.txt unavailable (HTTP 503)")
-        );
-    }
-
-    #[test]
-    fn a_robots_txt_that_recovers_is_obeyed() {
-        let (servers, _site, seeds) = site();
-        servers[0].fail("/robots.txt", 503, 2); // with Retry-After: 1
-        let report = run(client(), seeds[..1].to_vec(), 8, QUICK);
-        let asked = paths(&servers[0]);
-        assert_eq!(asked[..3], ["/robots.txt"; 3]);
-        assert!(asked.len() > 5, "{asked:?}");
-        assert!(!asked.iter().any(|p| p.starts_with("/private/")));
-        assert!(report
-            .refused
-            .values()
-            .all(|r| r == "disallowed by robots.txt"));
-    }
-
-    #[test]
-    fn an_unreachable_host_is_refused() {
-        configure_for_tests();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let seed = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-        let report = run(client(), vec![seed.clone()], 2, QUICK);
-        assert!(report.fetched.is_empty(), "{:?}", report.fetched);
-        let reason = &report.refused[seed.as_str()];
-        assert!(reason.starts_with("robots.txt unavailable ("), "{reason}");
-    }
-
-    #[test]
-    fn a_redirected_robots_txt_is_followed() {
-        let (servers, _site, _seeds) = site();
-        // A host whose one answer redirects its robots.txt to h0's. It is
-        // test scaffolding on a plain thread, so std's sockets are fine.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let redirector = listener.local_addr().unwrap();
-        let target = format!("http://{}/robots.txt", servers[0].addr);
-        let answered = std::thread::spawn(move || {
-            use std::io::{BufRead, Write};
-            let (stream, _) = listener.accept().unwrap();
-            let mut reader = std::io::BufReader::new(stream);
-            let mut request = String::new();
-            reader.read_line(&mut request).unwrap();
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap() > 2 {
-                line.clear();
-            }
-            let answer = format!(
-                "HTTP/1.1 301 Moved Permanently\r\nLocation: {target}\r\n\
-                 Content-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            reader.get_mut().write_all(answer.as_bytes()).unwrap();
-            request
-        });
-        let seed = Url::parse(&format!("http://{redirector}/private/1.html")).unwrap();
-        let report = run(client(), vec![seed.clone()], 2, QUICK);
-        assert_eq!(answered.join().unwrap(), "GET /robots.txt HTTP/1.1\r\n");
-        assert_eq!(paths(&servers[0]), ["/robots.txt"], "h0's rules were read");
-        let refused = report.refused.get(seed.as_str()).map(String::as_str);
-        assert_eq!(refused, Some("disallowed by robots.txt"));
-    }
-
-    #[test]
-    fn crawl_delay_slows_its_host_down() {
-        let (servers, site, seeds) = site();
-        let asked = Duration::from_secs_f64(site.crawl_delay(1).expect("h1 has a Crawl-delay"));
-        run(client(), seeds[1..2].to_vec(), 8, QUICK);
-        let mut times: Vec<Instant> = servers[1].requests().iter().map(|r| r.at).collect();
-        times.sort();
-        assert!(times.len() > 3);
-        let closest = times.windows(2).map(|w| w[1] - w[0]).min().unwrap();
-        // Loose: the scheduler starts a request a little before the server logs it.
-        assert!(closest >= asked * 7 / 10, "{closest:?} apart");
-    }
-    // ANCHOR_END: tests
-
-    #[test]
-    fn the_agent_is_matched_by_its_product_token() {
-        assert_eq!(
-            product_token("may-patterns-crawler/0.1"),
-            "may-patterns-crawler"
-        );
-        assert_eq!(product_token("Bot (+https://x.test)"), "Bot");
-        let txt =
-            b"User-agent: may-patterns-crawler\nDisallow: /mine/\n\nUser-agent: *\nDisallow: /\n";
-        let robot = Robot::new(product_token(USER_AGENT), txt).unwrap();
-        assert!(!robot.allowed("http://a.test/mine/1"));
-        assert!(robot.allowed("http://a.test/yours/1"), "our group, not *");
     }
 
     // ANCHOR: naive_vs_streaming
@@ -1297,11 +1179,5 @@ mod tests {
         .unwrap()
         .join()
         .unwrap()
-    }
-
-    #[test]
-    fn a_robots_txt_of_garbage_has_no_rules() {
-        let robot = Robot::new("bot", b"\x00\xff<html>not robots</html>\n{{{").unwrap();
-        assert!(robot.allowed("http://a.test/private/1.html"));
     }
 }

@@ -1437,6 +1437,10 @@ mod tests {
     use may_patterns::runtime::configure_for_tests;
     use may_patterns::testsite::Site;
 
+    // Steps 1-8's behaviour is tested in their own files; this module tests
+    // what step 9 adds (storage), the stacks of its coroutines, plus one
+    // whole crawl (step 5's robots.txt test).
+
     fn site() -> (Vec<SiteServer>, Site, Vec<Url>) {
         configure_for_tests();
         let mut spec = SiteSpec::small();
@@ -1458,7 +1462,6 @@ mod tests {
         server.requests().into_iter().map(|r| r.path).collect()
     }
 
-    // ANCHOR: tests
     #[test]
     fn robots_txt_comes_first_and_its_rules_are_obeyed() {
         let (servers, site, seeds) = site();
@@ -1485,136 +1488,6 @@ mod tests {
             .any(|p| p.starts_with("/private/")));
     }
 
-    #[test]
-    fn a_404_robots_txt_allows_everything() {
-        let (servers, _site, seeds) = site();
-        servers[0].fail("/robots.txt", 404, 1);
-        let report = run(client(), seeds[..1].to_vec(), 8, QUICK, Limits::default());
-        assert!(report.refused.is_empty(), "{:?}", report.refused);
-        assert!(paths(&servers[0])
-            .iter()
-            .any(|p| p.starts_with("/private/")));
-    }
-
-    #[test]
-    fn a_5xx_robots_txt_is_asked_again_then_the_host_is_refused() {
-        let (servers, site, seeds) = site();
-        // h3's robots.txt always answers 503.
-        assert_eq!(site.disallowed_paths(3), ["/"]);
-        let report = run(client(), seeds[3..].to_vec(), 8, QUICK, Limits::default());
-        let asked = paths(&servers[3]);
-        assert_eq!(
-            asked,
-            vec!["/robots.txt"; ROBOTS_TRIES as usize],
-            "no page fetched"
-        );
-        assert!(report.fetched.is_empty());
-        assert_eq!(
-            report.refused.get(seeds[3].as_str()).map(String::as_str),
-            Some("robots.txt unavailable (HTTP 503)")
-        );
-    }
-
-    #[test]
-    fn a_robots_txt_that_recovers_is_obeyed() {
-        let (servers, _site, seeds) = site();
-        servers[0].fail("/robots.txt", 503, 2); // with Retry-After: 1
-        let report = run(client(), seeds[..1].to_vec(), 8, QUICK, Limits::default());
-        let asked = paths(&servers[0]);
-        assert_eq!(asked[..3], ["/robots.txt"; 3]);
-        assert!(asked.len() > 5, "{asked:?}");
-        assert!(!asked.iter().any(|p| p.starts_with("/private/")));
-        assert!(report
-            .refused
-            .values()
-            .all(|r| r == "disallowed by robots.txt"));
-    }
-
-    #[test]
-    fn an_unreachable_host_is_refused() {
-        configure_for_tests();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let seed = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-        let report = run(client(), vec![seed.clone()], 2, QUICK, Limits::default());
-        assert!(report.fetched.is_empty(), "{:?}", report.fetched);
-        let reason = &report.refused[seed.as_str()];
-        assert!(reason.starts_with("robots.txt unavailable ("), "{reason}");
-    }
-
-    #[test]
-    fn a_redirected_robots_txt_is_followed() {
-        let (servers, _site, _seeds) = site();
-        // A host whose one answer redirects its robots.txt to h0's. It is
-        // test scaffolding on a plain thread, so std's sockets are fine.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let redirector = listener.local_addr().unwrap();
-        let target = format!("http://{}/robots.txt", servers[0].addr);
-        let answered = std::thread::spawn(move || {
-            use std::io::{BufRead, Write};
-            let (stream, _) = listener.accept().unwrap();
-            let mut reader = std::io::BufReader::new(stream);
-            let mut request = String::new();
-            reader.read_line(&mut request).unwrap();
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap() > 2 {
-                line.clear();
-            }
-            let answer = format!(
-                "HTTP/1.1 301 Moved Permanently\r\nLocation: {target}\r\n\
-                 Content-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            reader.get_mut().write_all(answer.as_bytes()).unwrap();
-            request
-        });
-        let seed = Url::parse(&format!("http://{redirector}/private/1.html")).unwrap();
-        let report = run(client(), vec![seed.clone()], 2, QUICK, Limits::default());
-        assert_eq!(answered.join().unwrap(), "GET /robots.txt HTTP/1.1\r\n");
-        assert_eq!(paths(&servers[0]), ["/robots.txt"], "h0's rules were read");
-        let refused = report.refused.get(seed.as_str()).map(String::as_str);
-        assert_eq!(refused, Some("disallowed by robots.txt"));
-    }
-
-    #[test]
-    fn crawl_delay_slows_its_host_down() {
-        let (servers, site, seeds) = site();
-        let asked = Duration::from_secs_f64(site.crawl_delay(1).expect("h1 has a Crawl-delay"));
-        run(client(), seeds[1..2].to_vec(), 8, QUICK, Limits::default());
-        let mut times: Vec<Instant> = servers[1].requests().iter().map(|r| r.at).collect();
-        times.sort();
-        assert!(times.len() > 3);
-        let closest = times.windows(2).map(|w| w[1] - w[0]).min().unwrap();
-        // Loose: the scheduler starts a request a little before the server logs it.
-        assert!(closest >= asked * 7 / 10, "{closest:?} apart");
-    }
-    // ANCHOR_END: tests
-
-    #[test]
-    fn the_agent_is_matched_by_its_product_token() {
-        assert_eq!(
-            product_token("may-patterns-crawler/0.1"),
-            "may-patterns-crawler"
-        );
-        assert_eq!(product_token("Bot (+https://x.test)"), "Bot");
-        let txt =
-            b"User-agent: may-patterns-crawler\nDisallow: /mine/\n\nUser-agent: *\nDisallow: /\n";
-        let robot = Robot::new(product_token(USER_AGENT), txt).unwrap();
-        assert!(!robot.allowed("http://a.test/mine/1"));
-        assert!(robot.allowed("http://a.test/yours/1"), "our group, not *");
-    }
-
-    // ANCHOR: naive_vs_streaming
-    /// Step 5's scan, kept here to compare.
-    fn naive_hrefs(html: &str) -> Vec<&str> {
-        html.split("href=\"")
-            .skip(1)
-            .filter_map(|rest| rest.split_once('"').map(|(href, _)| href))
-            .collect()
-    }
-
     /// A page written the ways real pages are.
     const TRICKY: &str = r#"<!doctype html><html><head>
 <title> A   tricky
@@ -1639,43 +1512,6 @@ mod tests {
             extractor.feed(piece)?;
         }
         extractor.finish()
-    }
-
-    #[test]
-    fn the_naive_scan_misses_links_and_invents_others() {
-        assert_eq!(
-            naive_hrefs(TRICKY),
-            [
-                "/docs/",
-                "/from-script",
-                "/from-comment",
-                "search?q=a&amp;page=2",
-                "map.html"
-            ]
-        );
-        // Fed 7 bytes at a time, so tags and attributes are split.
-        let found = streamed(TRICKY, 7);
-        assert_eq!(
-            found.hrefs,
-            [
-                "single.html",
-                "unquoted.html",
-                "upper.html",
-                "search?q=a&page=2",
-                "map.html"
-            ]
-        );
-        assert_eq!(found.base.as_deref(), Some("/docs/"));
-        assert_eq!(found.title.as_deref(), Some("A tricky page"));
-    }
-
-    #[test]
-    fn links_resolve_against_the_base_href() {
-        let page = Url::parse("http://a.test/index.html").unwrap();
-        let links = resolve(&page, &streamed(TRICKY, 4096));
-        let links: Vec<&str> = links.iter().map(Url::as_str).collect();
-        assert_eq!(links[0], "http://a.test/docs/single.html");
-        assert_eq!(links[3], "http://a.test/docs/search?q=a&page=2");
     }
 
     /// A page of `depth` nested `<div>`s with one link at the bottom.
@@ -1734,171 +1570,6 @@ mod tests {
         // `join` returns: give it that moment before the test process exits.
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // ANCHOR_END: naive_vs_streaming
-
-    // ANCHOR: retry_tests
-    /// How many times `server` was asked for `path`.
-    fn asked(server: &SiteServer, path: &str) -> usize {
-        paths(server).iter().filter(|p| *p == path).count()
-    }
-
-    /// The first two plain pages of h0, which the crawl from h0 reaches.
-    fn two_pages(site: &Site) -> [String; 2] {
-        let mut pages = site.resources(0).keys().filter(|p| p.starts_with("/p/"));
-        [pages.next().unwrap().clone(), pages.next().unwrap().clone()]
-    }
-
-    #[test]
-    fn a_page_failing_twice_is_fetched_on_the_third_try() {
-        let (servers, site, seeds) = site();
-        let [page, _] = two_pages(&site);
-        servers[0].fail(&page, 500, 2);
-        let report = run(client(), seeds[..1].to_vec(), 8, QUICK, Limits::default());
-        assert_eq!(asked(&servers[0], &page), 3);
-        let url = seeds[0].join(&page).unwrap();
-        assert_eq!(report.fetched[url.as_str()], Ok(200));
-        // A page that always fails is tried MAX_TRIES times, then recorded.
-        assert_eq!(asked(&servers[0], "/fail/500.html"), MAX_TRIES as usize);
-        let always = seeds[0].join("/fail/500.html").unwrap();
-        assert_eq!(report.fetched[always.as_str()], Ok(500));
-    }
-
-    #[test]
-    fn a_404_and_a_501_are_not_retried() {
-        let (servers, site, seeds) = site();
-        let [gone, not_implemented] = two_pages(&site);
-        servers[0].fail(&gone, 404, 1);
-        servers[0].fail(&not_implemented, 501, 1);
-        let report = run(client(), seeds[..1].to_vec(), 8, QUICK, Limits::default());
-        for (page, status) in [(gone, 404), (not_implemented, 501)] {
-            assert_eq!(asked(&servers[0], &page), 1, "{page}");
-            let url = seeds[0].join(&page).unwrap();
-            assert_eq!(report.fetched[url.as_str()], Ok(status));
-        }
-    }
-
-    #[test]
-    fn an_unreachable_page_is_retried_and_recorded_with_its_reason() {
-        configure_for_tests();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = Url::parse(&format!("http://127.0.0.1:{port}/page.html")).unwrap();
-        let client = client();
-        let result = fetch(&client, &url);
-        let Err(failure) = &result else {
-            panic!("an unreachable page fetched")
-        };
-        assert!(failure.transient, "{failure:?}");
-        assert!(worth_retrying(&result));
-        // A body the extractor refuses is not worth another try.
-        assert!(!worth_retrying(&Err(Failure::from("html: too deep"))));
-    }
-
-    #[test]
-    fn the_waits_grow_and_are_jittered() {
-        let (policy, mut rng) = (retry_policy(), fastrand::Rng::with_seed(RETRY_SEED));
-        let waits: Vec<Duration> = policy.delays(&mut rng).collect();
-        assert_eq!(waits.len(), MAX_TRIES as usize - 1);
-        for (retry, wait) in waits.iter().enumerate() {
-            assert!(*wait <= Duration::from_millis(100 << retry), "{waits:?}");
-        }
-    }
-    // ANCHOR_END: retry_tests
-
-    // ANCHOR: limit_tests
-    fn site_with_trap() -> (Vec<SiteServer>, Vec<Url>) {
-        configure_for_tests();
-        let (servers, _site) = SiteServer::start_all(&SiteSpec::small()).unwrap();
-        let seed = Url::parse(&format!("http://{}/", servers[0].addr)).unwrap();
-        (servers, vec![seed])
-    }
-
-    #[test]
-    fn the_calendar_trap_ends_at_the_depth_limit() {
-        let (servers, seeds) = site_with_trap();
-        let limits = Limits {
-            max_depth: 4,
-            ..Limits::default()
-        };
-        let report = run(client(), seeds, 8, QUICK, limits);
-        let months = paths(&servers[0])
-            .iter()
-            .filter(|p| p.starts_with("/cal/"))
-            .count();
-        assert!((1..=4).contains(&months), "{months} months fetched");
-        assert!(report
-            .refused
-            .iter()
-            .any(|(url, why)| { url.contains("/cal/") && why == "more than 4 links from a seed" }));
-    }
-
-    #[test]
-    fn the_page_and_byte_budgets_stop_the_crawl() {
-        let (servers, seeds) = site_with_trap();
-        let few = Limits {
-            max_pages: 5,
-            ..Limits::default()
-        };
-        run(client(), seeds.clone(), 8, QUICK, few);
-        assert_eq!(paths(&servers[0]).len(), 5, "robots.txt and 4 pages");
-        let (servers, seeds) = site_with_trap();
-        let one_byte = Limits {
-            max_total_bytes: 1,
-            ..Limits::default()
-        };
-        run(client(), seeds, 1, QUICK, one_byte);
-        // robots.txt is not counted: the first page's body ends the crawl.
-        assert_eq!(paths(&servers[0]), ["/robots.txt", "/"]);
-    }
-
-    #[test]
-    fn a_body_past_the_page_cap_is_an_error() {
-        let (_servers, seeds) = site_with_trap();
-        let report = run(
-            client_within(64 * 1024),
-            seeds.clone(),
-            8,
-            QUICK,
-            Limits::default(),
-        );
-        let big = seeds[0].join("/big.html").unwrap();
-        let reason = report.fetched[big.as_str()].as_ref().unwrap_err();
-        assert!(reason.contains("body too large"), "{reason}");
-    }
-
-    #[test]
-    fn long_urls_and_patterns_are_refused_before_the_seen_set() {
-        let seed = Url::parse("http://a.test/").unwrap();
-        let limits = Limits {
-            include: Some(Regex::new("^http://a\\.test/(docs/|$)").unwrap()),
-            exclude: Some(Regex::new("\\.pdf$").unwrap()),
-            max_url_len: 40,
-            ..Limits::default()
-        };
-        let mut frontier = Frontier::new(std::slice::from_ref(&seed), QUICK, limits);
-        let url = |s: &str| Url::parse(s).unwrap();
-        assert!(frontier.push(url("http://a.test/docs/a.html"), 1));
-        assert!(!frontier.push(url("http://a.test/blog/a.html"), 1));
-        assert!(!frontier.push(url("http://a.test/docs/a.pdf"), 1));
-        assert!(!frontier.push(url("http://a.test/docs/a-very-long-name-indeed.html"), 1));
-        assert!(!frontier.push(url("http://a.test/docs/b.html"), 11));
-        assert_eq!(frontier.seen.len(), 2, "the seed and the one queued");
-        let mut reasons: Vec<&str> = frontier.refused.values().map(String::as_str).collect();
-        reasons.sort();
-        assert_eq!(
-            reasons,
-            [
-                "URL longer than 40 bytes",
-                "matched by the exclude pattern",
-                "more than 10 links from a seed",
-                "not matched by the include pattern",
-            ]
-        );
-    }
-    // ANCHOR_END: limit_tests
 
     // ANCHOR: storage_tests
     /// What warcio makes of a WARC file: how many records of each type
@@ -2052,11 +1723,5 @@ print(' '.join(sorted(statuses)))
         .unwrap()
         .join()
         .unwrap()
-    }
-
-    #[test]
-    fn a_robots_txt_of_garbage_has_no_rules() {
-        let robot = Robot::new("bot", b"\x00\xff<html>not robots</html>\n{{{").unwrap();
-        assert!(robot.allowed("http://a.test/private/1.html"));
     }
 }
