@@ -151,6 +151,15 @@ fn requested(log: &[AccessLine]) -> BTreeMap<(usize, String), usize> {
 /// nginx logs to the millisecond: two starts 200 ms apart may read 199.
 const LOG_RESOLUTION: Duration = Duration::from_millis(2);
 
+/// How much later than the crawler sent it nginx may see a request start:
+/// `$request_time` counts from when nginx's event loop reads the request,
+/// and on two busy cores (the crawler, nginx, its backends and other tests
+/// share them) that read can lag the send by a few milliseconds, so one
+/// start seen late makes the next gap look short. Measured: 196 ms for a
+/// 200 ms delay with three CPU hogs beside the test. A crawler that ignores
+/// the delay shows gaps near zero, far below this.
+const OBSERVER_LAG: Duration = Duration::from_millis(10);
+
 /// The politeness the flags promise, read from nginx's access log: every
 /// page made 600 ms late, so that without the per-host bound three
 /// requests to a host would overlap (one starts every 200 ms).
@@ -192,7 +201,7 @@ fn nginx_sees_the_delay_the_per_host_bound_and_robots_obeyed() {
             .crawl_delay(host)
             .map_or(DELAY, |s| DELAY.max(Duration::from_secs_f64(s)));
         if let Some(gap) = gap {
-            if gap + LOG_RESOLUTION < asked {
+            if gap + LOG_RESOLUTION + OBSERVER_LAG < asked {
                 wrong.push(format!("h{host}: two starts {gap:?} apart, want {asked:?}"));
             }
         }
