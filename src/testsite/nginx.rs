@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -247,12 +247,30 @@ fn try_start(program: &Path, spec: &SiteSpec, options: &NginxOptions) -> io::Res
     Ok((nginx, Site::clone(&site)))
 }
 
-/// Connect to every port until each accepts; fail at once if nginx exits.
+/// Ask every port until nginx itself answers; fail at once if nginx exits.
+///
+/// A port that merely accepts is not enough. The ports were picked free and
+/// released, so another process (a test running beside this one) can bind
+/// one first: nginx then waits to bind it, and the other process answers
+/// instead, or resets the connection when it ends. So each port must answer
+/// an HTTP request with nginx's `Server` header (on a TLS port nginx still
+/// answers plain HTTP, with a 400). A port held by someone else is reported
+/// as `AddrInUse`, and [`Nginx::start`] tries again with other ports.
 fn wait_until_listening(nginx: &mut Nginx) -> io::Result<()> {
     let deadline = Instant::now() + READY_WITHIN;
     for &port in &nginx.ports.clone() {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while StdStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        loop {
+            match answers_as_nginx(&addr) {
+                Ok(true) => break,
+                Ok(false) => {
+                    return Err(io::Error::new(
+                        ErrorKind::AddrInUse,
+                        format!("port {port} is answered by something other than nginx"),
+                    ))
+                }
+                Err(_) => {} // not listening yet
+            }
             if let Some(status) = nginx.child.try_wait()? {
                 let said = fs::read_to_string(nginx.dir.join("stderr.log")).unwrap_or_default()
                     + &fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
@@ -276,6 +294,18 @@ fn wait_until_listening(nginx: &mut Nginx) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the server on `addr` is nginx: one request (a log-marker path,
+/// so `access_log` leaves it out), its answer's head read with a bound.
+fn answers_as_nginx(addr: &SocketAddr) -> io::Result<bool> {
+    let mut stream = StdStream::connect_timeout(addr, Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET /.testsite-log-mark/ready HTTP/1.0\r\nHost: h0\r\n\r\n")?;
+    let mut head = Vec::new();
+    (&mut stream).take(4096).read_to_end(&mut head)?;
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    Ok(head.contains("\r\nserver: nginx"))
 }
 
 /// The whole config: `nginx.conf.in` with one `nginx-server.conf.in` per host.
