@@ -37,6 +37,9 @@
 //! - [`reactive`]: reactive streams with demand (`request(n)`), cold
 //!   sources on coroutines and operators (the reactive-pipeline chapter).
 //! - [`runtime`]: configure may once, before anything starts it (the primer).
+//! - [`server`]: the accept loop every server runs on: a connection cap,
+//!   `EMFILE` backoff, TLS handshakes off the loop, timeouts, and a
+//!   shutdown that closes every socket (the chat server).
 //! - [`shutdown`]: a stop signal that coroutines and OS threads can both wait on
 //!   (the primer's echo server, and every server after it).
 //! - [`stage`]: run a chain's middle stages on worker coroutines, timed and
@@ -70,6 +73,7 @@ pub mod pool;
 pub mod ratelimit;
 pub mod reactive;
 pub mod runtime;
+pub mod server;
 pub mod shutdown;
 pub mod stage;
 pub mod testsite;
