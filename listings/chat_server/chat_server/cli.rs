@@ -10,6 +10,8 @@ use clap::Parser;
 use may_patterns::cli::at_least_one;
 use may_patterns::ratelimit::Quota;
 
+use crate::irc::{self, MAX_LINE};
+
 // ANCHOR: args
 /// A multi-room IRC server (plain, TLS and WebSocket) with accounts and
 /// history kept in SQLite.
@@ -190,6 +192,13 @@ impl Config {
         if args.tls_listen.is_some() && tls_files.is_none() && !args.demo {
             return Err("--tls-listen needs --cert and --key (PEM files)".to_owned());
         }
+        if let Some(name) = &args.add_account {
+            if !irc::valid_nick(name, NICK_LEN) {
+                return Err(format!(
+                    "{name:?} is not a valid account name (an IRC nick of at most {NICK_LEN})"
+                ));
+            }
+        }
         Ok(Config {
             listen: args.listen,
             ws_listen: args.ws_listen,
@@ -217,9 +226,6 @@ impl Config {
         })
     }
 }
-
-// Until irc.rs lands (H2): irc::MAX_LINE.
-const MAX_LINE: usize = 512;
 
 /// NICKLEN: 30 as Libera.Chat and most ircds today (RFC 2812 said 9).
 const NICK_LEN: usize = 30;
@@ -250,7 +256,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_with_a_sentence() {
-        let cases: [(&[&str], &str); 10] = [
+        let cases: [(&[&str], &str); 11] = [
             (&["--sendq", "0"], "cannot hold one IRC line"),
             (&["--sendq", "lots"], "not a whole number of bytes"),
             (&["--flood-rate", "10"], "expected COUNT/PERIOD"),
@@ -261,6 +267,10 @@ mod tests {
             (&["--server-name", "a b"], "not a server name"),
             (&["--tls-listen", "127.0.0.1:0"], "needs --cert and --key"),
             (&["--add-account", "bob"], "--db"),
+            (
+                &["--db", "x.db", "--add-account", "1bob"],
+                "not a valid account name",
+            ),
         ];
         for (args, why) in cases {
             let e = parse(args).unwrap_err();

@@ -4,6 +4,8 @@
 //! (Being wired: H3 integrates the modules as they land.)
 
 mod cli;
+mod irc;
+mod outbox;
 
 use std::process::ExitCode;
 
