@@ -63,7 +63,9 @@ impl Closer {
 
 impl std::fmt::Debug for Closer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Closer").field("id", &self.state.id).finish()
+        f.debug_struct("Closer")
+            .field("id", &self.state.id)
+            .finish()
     }
 }
 
@@ -85,10 +87,7 @@ impl Registry {
             registry: self.clone(),
             _permit: permit,
         });
-        self.open
-            .lock()
-            .unwrap()
-            .insert(id, Arc::downgrade(&state));
+        self.open.lock().unwrap().insert(id, Arc::downgrade(&state));
         Tracked::new(&state, first)
     }
 
@@ -102,12 +101,6 @@ impl Registry {
         for state in open {
             Closer { state }.close();
         }
-    }
-
-    /// How many connections still hold a descriptor.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.open.lock().unwrap().len()
     }
 }
 
