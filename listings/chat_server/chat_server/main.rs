@@ -3,7 +3,9 @@
 //!
 //! (Being wired: H3 integrates the modules as they land.)
 
+mod broadcast;
 mod cli;
+mod history;
 mod irc;
 mod outbox;
 
