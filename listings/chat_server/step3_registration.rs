@@ -1,0 +1,749 @@
+//! Step 3: registration and nick rules. A client is nobody until it has
+//! sent `NICK` and `USER` (in either order); then it gets the welcome
+//! (001, the 005 line of what the server supports, a short MOTD) and
+//! may join rooms. Before that, anything else is answered with 451. Nicks
+//! follow RFC 2812 (432 otherwise), are compared casefolded by RFC 1459's
+//! rules, so `Bob[1]` and `bob{1}` collide (433), and a nick change is seen
+//! by everyone who shares a room with the client. `PRIVMSG` now also goes
+//! to a nick (401 if nobody has it).
+//!
+//! With no arguments it runs a demo; with `--serve ADDR` it serves real
+//! clients (irssi, nc) until Ctrl-C.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use may::go;
+use may::net::TcpListener;
+use may_patterns::bounded::{self, Sender};
+use may_patterns::runtime::{configure_once, Settings};
+use may_patterns::server::{self, Config, Conn, WriteHalf};
+use may_patterns::shutdown::Shutdown;
+
+// The step uses the parser, the numerics and the name rules of the final
+// program's line module; the rest of it (tags, server-time) it leaves alone.
+#[allow(dead_code)]
+#[path = "chat_server/irc.rs"]
+mod irc;
+
+use irc::{numeric, Message, MAX_LINE};
+
+/// The name the server gives itself in replies (`:chat.local 403 ...`).
+const SERVER: &str = "chat.local";
+/// Events waiting for the router. A reader that finds the queue full parks,
+/// and stops reading its socket: a fast client slows down, memory does not grow.
+const ROUTER_QUEUE: usize = 1024;
+
+// ANCHOR: event
+/// What a client's reader tells the router.
+enum Event {
+    /// A new client, with the half of its socket the router writes to.
+    Connected {
+        id: u64,
+        peer: SocketAddr,
+        writer: WriteHalf,
+    },
+    /// One parsed line.
+    Line { id: u64, message: Message },
+    /// A line longer than `MAX_LINE`: refused, the client stays.
+    TooLong { id: u64 },
+    /// The client is gone (EOF or an error).
+    Closed { id: u64 },
+}
+// ANCHOR_END: event
+
+impl Event {
+    /// The client the event is about.
+    fn id(&self) -> u64 {
+        match self {
+            Event::Connected { id, .. }
+            | Event::Line { id, .. }
+            | Event::TooLong { id }
+            | Event::Closed { id } => *id,
+        }
+    }
+}
+
+// ANCHOR: state
+/// Everything the router owns: who is connected, under which nick, and who
+/// is in which room. Only the router coroutine touches it, so it needs no
+/// lock, and it does no I/O: `handle` returns the lines to send, which
+/// keeps it testable without sockets.
+#[derive(Default)]
+struct State {
+    users: HashMap<u64, User>,
+    /// Casefolded nick to its owner: `Bob[1]` and `bob{1}` are one nick.
+    nicks: HashMap<String, u64>,
+    /// Keyed by the casefolded name: `#Rust` and `#rust` are one room.
+    rooms: HashMap<String, Room>,
+}
+
+/// A client, from its first byte: until it has sent both NICK and USER it
+/// is not registered and may do nothing else (RFC 2812 3.1).
+struct User {
+    /// `*` until NICK, which is what replies are addressed to before it.
+    nick: String,
+    /// From USER; `None` until then.
+    user: Option<String>,
+    host: String,
+    registered: bool,
+}
+
+impl User {
+    /// `nick!user@host`: who a line comes from.
+    fn prefix(&self) -> String {
+        let user = self.user.as_deref().unwrap_or("*");
+        format!("{}!{user}@{}", self.nick, self.host)
+    }
+}
+
+struct Room {
+    /// The name as first joined, which is what members are shown.
+    name: String,
+    members: BTreeSet<u64>,
+}
+
+/// A line for one client (without CRLF).
+type Delivery = (u64, String);
+
+/// NICKLEN, as the 005 line advertises: RFC 2812 says 9, servers today allow more.
+const NICK_LEN: usize = 30;
+// ANCHOR_END: state
+
+// ANCHOR: handle
+impl State {
+    fn handle(&mut self, event: &Event) -> Vec<Delivery> {
+        let (mut out, id) = (Vec::new(), event.id());
+        match event {
+            Event::Connected { peer, .. } => {
+                let (nick, host) = ("*".to_string(), peer.ip().to_string());
+                let user = User {
+                    nick,
+                    user: None,
+                    host,
+                    registered: false,
+                };
+                self.users.insert(id, user);
+            }
+            Event::Line { message, .. } => self.command(id, message, &mut out),
+            Event::TooLong { .. } => self.reply(
+                id,
+                numeric::ERR_INPUTTOOLONG,
+                &["Input line was too long"],
+                &mut out,
+            ),
+            Event::Closed { .. } => {
+                let Some(user) = self.users.remove(&id) else {
+                    return out;
+                };
+                self.nicks.remove(&irc::casefold(&user.nick));
+                let quit = format!(":{} QUIT :Connection closed", user.prefix());
+                self.rooms.retain(|_, room| {
+                    if room.members.remove(&id) {
+                        out.extend(room.members.iter().map(|&m| (m, quit.clone())));
+                    }
+                    !room.members.is_empty() // an empty room is forgotten
+                });
+            }
+        }
+        out
+    }
+    // ANCHOR_END: handle
+
+    // ANCHOR: command
+    fn command(&mut self, id: u64, message: &Message, out: &mut Vec<Delivery>) {
+        let params: Vec<&str> = message.params.iter().map(String::as_str).collect();
+        let command = message.command_upper();
+        let registered = self.users[&id].registered;
+        match (command.as_str(), params.as_slice()) {
+            ("NICK", []) => self.reply(
+                id,
+                numeric::ERR_NONICKNAMEGIVEN,
+                &["No nickname given"],
+                out,
+            ),
+            ("NICK", [nick, ..]) => self.nick(id, nick, out),
+            ("USER", [user, _, _, _realname, ..]) => self.user(id, user, out),
+            ("PING", [token, ..]) => out.push((id, format!(":{SERVER} PONG {SERVER} :{token}"))),
+            // Anything else needs a registered client.
+            (_, _) if !registered && command != "USER" => self.reply(
+                id,
+                numeric::ERR_NOTREGISTERED,
+                &["You have not registered"],
+                out,
+            ),
+            ("JOIN", [room, ..]) => self.join(id, room, out),
+            ("PART", [room, ..]) => self.part(id, room, out),
+            ("PRIVMSG", [target, text, ..]) => self.privmsg(id, target, text, out),
+            ("PRIVMSG", [_]) => {
+                self.reply(id, numeric::ERR_NOTEXTTOSEND, &["No text to send"], out)
+            }
+            ("USER" | "JOIN" | "PART" | "PRIVMSG" | "PING", _) => self.reply(
+                id,
+                numeric::ERR_NEEDMOREPARAMS,
+                &[&command, "Not enough parameters"],
+                out,
+            ),
+            (_, _) => self.reply(
+                id,
+                numeric::ERR_UNKNOWNCOMMAND,
+                &[&message.command, "Unknown command"],
+                out,
+            ),
+        }
+    }
+    // ANCHOR_END: command
+
+    // ANCHOR: nick
+    /// NICK: check the rules, then take the name, before registration or
+    /// as a change that everyone sharing a room with the client sees.
+    fn nick(&mut self, id: u64, nick: &str, out: &mut Vec<Delivery>) {
+        if !irc::valid_nick(nick, NICK_LEN) {
+            let why = "Erroneous nickname";
+            return self.reply(id, numeric::ERR_ERRONEUSNICKNAME, &[nick, why], out);
+        }
+        let folded = irc::casefold(nick);
+        match self.nicks.get(&folded) {
+            Some(&owner) if owner != id => {
+                let why = "Nickname is already in use";
+                return self.reply(id, numeric::ERR_NICKNAMEINUSE, &[nick, why], out);
+            }
+            _ => {}
+        }
+        let user = self.users.get_mut(&id).unwrap();
+        let old_prefix = user.prefix();
+        let old = std::mem::replace(&mut user.nick, nick.to_string());
+        self.nicks.remove(&irc::casefold(&old));
+        self.nicks.insert(folded, id);
+        if user.registered {
+            // The client itself, and each room-mate once however many
+            // rooms they share.
+            let line = format!(":{old_prefix} NICK :{nick}");
+            let mut told = BTreeSet::from([id]);
+            for room in self.rooms.values().filter(|r| r.members.contains(&id)) {
+                told.extend(&room.members);
+            }
+            out.extend(told.into_iter().map(|m| (m, line.clone())));
+        } else {
+            self.try_register(id, out);
+        }
+    }
+
+    /// USER: the user name is taken once, before registration.
+    fn user(&mut self, id: u64, name: &str, out: &mut Vec<Delivery>) {
+        let user = self.users.get_mut(&id).unwrap();
+        if user.registered {
+            let why = "You may not reregister";
+            return self.reply(id, numeric::ERR_ALREADYREGISTERED, &[why], out);
+        }
+        user.user = Some(name.to_string());
+        self.try_register(id, out);
+    }
+
+    /// Once both NICK and USER have come, in either order: the welcome.
+    fn try_register(&mut self, id: u64, out: &mut Vec<Delivery>) {
+        let user = self.users.get_mut(&id).unwrap();
+        if user.nick == "*" || user.user.is_none() {
+            return;
+        }
+        user.registered = true;
+        let welcome = format!("Welcome to the chat, {}", user.prefix());
+        self.reply(id, numeric::RPL_WELCOME, &[&welcome], out);
+        let isupport = ["CASEMAPPING=rfc1459", "CHANTYPES=#", "NICKLEN=30"];
+        let mut params = isupport.to_vec();
+        params.push("are supported by this server");
+        self.reply(id, numeric::RPL_ISUPPORT, &params, out);
+        // Clients such as irssi count the end of the MOTD as "connected".
+        self.reply(
+            id,
+            numeric::RPL_MOTDSTART,
+            &["- chat.local Message of the day -"],
+            out,
+        );
+        self.reply(
+            id,
+            numeric::RPL_MOTD,
+            &["- Be kind. Lines are at most 512 bytes."],
+            out,
+        );
+        self.reply(id, numeric::RPL_ENDOFMOTD, &["End of /MOTD command"], out);
+    }
+    // ANCHOR_END: nick
+
+    fn join(&mut self, id: u64, name: &str, out: &mut Vec<Delivery>) {
+        if !irc::valid_channel(name, 50) {
+            return self.reply(
+                id,
+                numeric::ERR_NOSUCHCHANNEL,
+                &[name, "No such channel"],
+                out,
+            );
+        }
+        let room = self
+            .rooms
+            .entry(irc::casefold(name))
+            .or_insert_with(|| Room {
+                name: name.to_string(),
+                members: BTreeSet::new(),
+            });
+        if !room.members.insert(id) {
+            return; // already there: nothing happens, as on every ircd
+        }
+        let line = format!(":{} JOIN {}", self.users[&id].prefix(), room.name);
+        out.extend(room.members.iter().map(|&m| (m, line.clone())));
+    }
+
+    fn part(&mut self, id: u64, name: &str, out: &mut Vec<Delivery>) {
+        let key = irc::casefold(name);
+        match self.rooms.get_mut(&key) {
+            Some(room) if room.members.contains(&id) => {
+                let line = format!(":{} PART {}", self.users[&id].prefix(), room.name);
+                out.extend(room.members.iter().map(|&m| (m, line.clone())));
+                room.members.remove(&id);
+                if room.members.is_empty() {
+                    self.rooms.remove(&key);
+                }
+            }
+            Some(_) => self.reply(
+                id,
+                numeric::ERR_NOTONCHANNEL,
+                &[name, "You're not on that channel"],
+                out,
+            ),
+            None => self.reply(
+                id,
+                numeric::ERR_NOSUCHCHANNEL,
+                &[name, "No such channel"],
+                out,
+            ),
+        }
+    }
+
+    // ANCHOR: privmsg
+    /// PRIVMSG to a room (its other members) or to a nick (that client).
+    fn privmsg(&mut self, id: u64, target: &str, text: &str, out: &mut Vec<Delivery>) {
+        let from = self.users[&id].prefix();
+        let folded = irc::casefold(target);
+        if !target.starts_with('#') {
+            let Some(&to) = self.nicks.get(&folded) else {
+                let why = "No such nick/channel";
+                return self.reply(id, numeric::ERR_NOSUCHNICK, &[target, why], out);
+            };
+            let nick = &self.users[&to].nick;
+            let line = Message::new("PRIVMSG", &[nick, text]).with_prefix(&from);
+            return out.push((to, line.to_string()));
+        }
+        match self.rooms.get(&folded) {
+            Some(room) if room.members.contains(&id) => {
+                let line = Message::new("PRIVMSG", &[&room.name, text]).with_prefix(&from);
+                let line = line.to_string();
+                let others = room.members.iter().filter(|&&m| m != id);
+                out.extend(others.map(|&m| (m, line.clone())));
+            }
+            Some(_) => self.reply(
+                id,
+                numeric::ERR_CANNOTSENDTOCHAN,
+                &[target, "Cannot send to channel"],
+                out,
+            ),
+            None => self.reply(
+                id,
+                numeric::ERR_NOSUCHCHANNEL,
+                &[target, "No such channel"],
+                out,
+            ),
+        }
+    }
+    // ANCHOR_END: privmsg
+
+    /// A numeric reply, addressed to the client's nick (`*` before NICK):
+    /// `:chat.local 403 alice #x :No such channel`.
+    fn reply(&self, id: u64, code: &str, params: &[&str], out: &mut Vec<Delivery>) {
+        let mut all = vec![self.users[&id].nick.as_str()];
+        all.extend_from_slice(params);
+        out.push((id, Message::new(code, &all).with_prefix(SERVER).to_string()));
+    }
+}
+
+// ANCHOR: router
+/// The router coroutine: take events in arrival order, let the state decide,
+/// write what it decided. The writes are still direct (a client that stops
+/// reading blocks this loop: step 4). It ends when every reader and the
+/// accept loop have dropped their senders.
+fn router(events: bounded::Receiver<Event>) {
+    let mut state = State::default();
+    let mut writers: HashMap<u64, WriteHalf> = HashMap::new();
+    for event in &events {
+        let out = state.handle(&event);
+        match event {
+            Event::Connected { id, writer, .. } => drop(writers.insert(id, writer)),
+            Event::Closed { id } => drop(writers.remove(&id)),
+            Event::Line { .. } | Event::TooLong { .. } => {}
+        }
+        for (to, line) in out {
+            if let Some(writer) = writers.get_mut(&to) {
+                let _ = writer.write_all(format!("{line}\r\n").as_bytes());
+            }
+        }
+    }
+}
+// ANCHOR_END: router
+
+// ANCHOR: reader
+/// One client's reader, on its own coroutine: parse each line and pass it on.
+fn reader(conn: Conn, id: u64, router: &Sender<Event>) -> io::Result<()> {
+    let peer = conn.peer();
+    let (reader, writer) = conn.split()?;
+    let mut lines = BufReader::new(reader);
+    router
+        .send(Event::Connected { id, peer, writer })
+        .map_err(|_| io::ErrorKind::BrokenPipe)?;
+    loop {
+        let event = match read_line(&mut lines)? {
+            Line::Text(text) => match Message::parse(&text) {
+                Ok(message) => Event::Line { id, message },
+                Err(_) => continue, // an empty line: IRC says to ignore it
+            },
+            Line::TooLong => Event::TooLong { id },
+            Line::End => break,
+        };
+        if router.send(event).is_err() {
+            break; // the router has stopped
+        }
+    }
+    let _ = router.send(Event::Closed { id });
+    Ok(())
+}
+// ANCHOR_END: reader
+
+/// What one read of a line gave.
+enum Line {
+    /// A line, without its CR/LF; bytes that are not UTF-8 become U+FFFD.
+    Text(String),
+    /// More than `MAX_LINE` bytes without a line feed: the rest of that
+    /// line is skipped.
+    TooLong,
+    /// The client closed the connection (or it broke).
+    End,
+}
+
+/// Read one line of at most `MAX_LINE` bytes, CRLF (or a bare LF) included.
+fn read_line(reader: &mut impl BufRead) -> io::Result<Line> {
+    let mut buf = Vec::new();
+    match reader.take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+        Ok(0) => return Ok(Line::End),
+        Ok(_) => {}
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => return Ok(Line::End),
+        Err(e) => return Err(e),
+    }
+    if buf.last() != Some(&b'\n') {
+        if buf.len() < MAX_LINE {
+            return Ok(Line::End); // an EOF in the middle of a line
+        }
+        // Skip to the end of the long line, a bounded piece at a time.
+        loop {
+            buf.clear();
+            match reader.take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return Ok(Line::End),
+                Ok(_) if buf.last() == Some(&b'\n') => return Ok(Line::TooLong),
+                Ok(_) => {}
+            }
+        }
+    }
+    buf.pop();
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Line::Text(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+// ANCHOR: serve
+/// Accept clients until `shutdown` (with `may_patterns::server`, as step 1
+/// does): one reader coroutine each, and one router for all of them.
+fn serve(listener: TcpListener, shutdown: &Shutdown) -> io::Result<server::Report> {
+    let (to_router, events) = bounded::channel(ROUTER_QUEUE);
+    go!(move || router(events));
+    let next_id = AtomicU64::new(1);
+    server::run(listener, shutdown, Config::default(), move |conn| {
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = reader(conn, id, &to_router);
+    })
+}
+// ANCHOR_END: serve
+
+/// The server, running on its own thread.
+struct Running {
+    addr: SocketAddr,
+    thread: std::thread::JoinHandle<io::Result<server::Report>>,
+}
+
+/// Start `serve` on a thread of its own (`server::run` returns only when
+/// the server has stopped).
+fn start(addr: &str, shutdown: &Shutdown) -> io::Result<Running> {
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let shutdown = shutdown.clone();
+    let thread = std::thread::spawn(move || serve(listener, &shutdown));
+    Ok(Running { addr, thread })
+}
+
+// ANCHOR: demo
+/// The demo: a client that skips registration, a nick taken in another
+/// case, a bad nick, a private message, a nick change. Returns what each
+/// client saw.
+fn demo(addr: SocketAddr) -> io::Result<Vec<(&'static str, Vec<String>)>> {
+    let mut alice = Client::connect(addr);
+    alice.send("JOIN #rust")?;
+    alice.expect(":chat.local 451 * :You have not registered")?;
+    alice.register("alice")?;
+
+    let mut bob = Client::connect(addr);
+    bob.send("NICK ALICE")?;
+    bob.expect(":chat.local 433 * ALICE :Nickname is already in use")?;
+    bob.send("NICK 9lives")?;
+    bob.expect(":chat.local 432 * 9lives :Erroneous nickname")?;
+    bob.send("NICK")?;
+    bob.expect(":chat.local 431 * :No nickname given")?;
+    bob.register("bob")?;
+
+    alice.send("JOIN #rust")?;
+    alice.expect(":alice!alice@127.0.0.1 JOIN #rust")?;
+    bob.send("JOIN #rust")?;
+    bob.expect(":bob!bob@127.0.0.1 JOIN #rust")?;
+    alice.expect(":bob!bob@127.0.0.1 JOIN #rust")?;
+    alice.send("PRIVMSG Bob :psst, bob")?;
+    bob.expect(":alice!alice@127.0.0.1 PRIVMSG bob :psst, bob")?;
+    bob.send("PRIVMSG carol :are you there?")?;
+    bob.expect(":chat.local 401 bob carol :No such nick/channel")?;
+    bob.send("NICK robert")?;
+    bob.expect(":bob!bob@127.0.0.1 NICK :robert")?;
+    alice.expect(":bob!bob@127.0.0.1 NICK :robert")?;
+    Ok(vec![("alice", alice.seen), ("bob", bob.seen)])
+}
+// ANCHOR_END: demo
+
+/// A scripted client on a plain OS thread (std sockets block their thread,
+/// which is fine off may's workers), keeping every line it received.
+struct Client {
+    reader: BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+    seen: Vec<String>,
+}
+
+impl Client {
+    /// Connect, and wait until the router knows the client (a PING's PONG
+    /// comes back through it), so ids follow the order of the calls.
+    fn connect(addr: SocketAddr) -> Client {
+        let writer = std::net::TcpStream::connect(addr).expect("the server accepts");
+        // A bound, not a synchronisation: every expected line comes in
+        // microseconds, and a missing one fails the demo instead of hanging.
+        writer
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut client = Client {
+            reader: BufReader::new(writer.try_clone().unwrap()),
+            writer,
+            seen: Vec::new(),
+        };
+        client.send("PING hello").unwrap();
+        client.next().unwrap();
+        client.seen.clear();
+        client
+    }
+
+    fn send(&mut self, line: &str) -> io::Result<()> {
+        self.writer.write_all(format!("{line}\r\n").as_bytes())
+    }
+
+    /// NICK and USER, then the three lines of the welcome.
+    fn register(&mut self, nick: &str) -> io::Result<()> {
+        self.send(&format!("NICK {nick}"))?;
+        self.send(&format!("USER {nick} 0 * :{nick} in the demo"))?;
+        let welcome =
+            format!(":chat.local 001 {nick} :Welcome to the chat, {nick}!{nick}@127.0.0.1");
+        self.expect(&welcome)?;
+        let isupport = "CASEMAPPING=rfc1459 CHANTYPES=# NICKLEN=30 :are supported by this server";
+        self.expect(&format!(":chat.local 005 {nick} {isupport}"))?;
+        self.expect(&format!(
+            ":chat.local 375 {nick} :- chat.local Message of the day -"
+        ))?;
+        self.expect(&format!(
+            ":chat.local 372 {nick} :- Be kind. Lines are at most 512 bytes."
+        ))?;
+        self.expect(&format!(":chat.local 376 {nick} :End of /MOTD command"))
+    }
+
+    fn next(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        self.seen.push(line.clone());
+        Ok(line)
+    }
+
+    /// Read the next line and check it is `want`.
+    fn expect(&mut self, want: &str) -> io::Result<()> {
+        let line = self.next()?;
+        if line == want {
+            Ok(())
+        } else {
+            let msg = format!("expected {want:?}, got {line:?}");
+            Err(io::Error::new(io::ErrorKind::InvalidData, msg))
+        }
+    }
+}
+
+fn main() {
+    configure_once(Settings {
+        workers: 2,
+        stack_words: 0x1000,
+    });
+    let shutdown = Shutdown::new();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {
+            let server = start("127.0.0.1:0", &shutdown).expect("the server starts");
+            let seen = demo(server.addr).expect("the demo runs");
+            for (name, lines) in &seen {
+                println!("{name} saw:");
+                for line in lines {
+                    println!("  {line}");
+                }
+            }
+            shutdown.trigger();
+            let _ = server.thread.join();
+        }
+        [flag, addr] if flag == "--serve" => {
+            let on_ctrl_c = shutdown.clone();
+            ctrlc::set_handler(move || on_ctrl_c.trigger()).expect("a Ctrl-C handler");
+            match start(addr, &shutdown) {
+                Ok(server) => {
+                    println!(
+                        "registration on {}: try `irssi -c 127.0.0.1 -p {}`",
+                        server.addr,
+                        server.addr.port()
+                    );
+                    let _ = server.thread.join();
+                }
+                Err(e) => {
+                    eprintln!("step3_registration: cannot listen on {addr}: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: step3_registration [--serve ADDR]");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use may_patterns::runtime::configure_for_tests;
+
+    /// Feed `id`'s lines to the state; the lines it answers with.
+    fn say(s: &mut State, id: u64, text: &str) -> Vec<Delivery> {
+        let message = Message::parse(text).unwrap();
+        s.handle(&Event::Line { id, message })
+    }
+
+    /// A state with clients 1..=n connected, none registered.
+    fn state(n: u64) -> State {
+        let mut state = State::default();
+        for id in 1..=n {
+            let host = "127.0.0.1".to_string();
+            let user = User {
+                nick: "*".into(),
+                user: None,
+                host,
+                registered: false,
+            };
+            state.users.insert(id, user);
+        }
+        state
+    }
+
+    fn register(s: &mut State, id: u64, nick: &str) {
+        say(s, id, &format!("USER {nick} 0 * :x"));
+        let welcome = say(s, id, &format!("NICK {nick}"));
+        assert!(welcome[0].1.contains(" 001 "), "{welcome:?}");
+    }
+
+    #[test]
+    fn nothing_but_registration_before_the_welcome() {
+        let mut s = state(1);
+        for line in ["JOIN #a", "PRIVMSG #a :hi", "PART #a", "WHO"] {
+            let out = say(&mut s, 1, line);
+            assert_eq!(
+                out[0].1, ":chat.local 451 * :You have not registered",
+                "{line}"
+            );
+        }
+        assert!(say(&mut s, 1, "PING x")[0].1.contains("PONG"));
+        // USER first, then NICK: the welcome comes with the second.
+        assert!(say(&mut s, 1, "USER u 0 * :real").is_empty());
+        let welcome = say(&mut s, 1, "NICK n");
+        let codes: Vec<&str> = welcome.iter().map(|(_, l)| &l[12..15]).collect();
+        assert_eq!(codes, ["001", "005", "375", "372", "376"]);
+        assert!(say(&mut s, 1, "USER u 0 * :again")[0].1.contains(" 462 "));
+    }
+
+    #[test]
+    fn nicks_collide_casefolded_and_are_freed_on_close() {
+        let mut s = state(3);
+        register(&mut s, 1, "Bob[1]");
+        let taken = say(&mut s, 2, "NICK bob{1}");
+        assert!(taken[0].1.contains(" 433 * bob{1} "), "{taken:?}");
+        s.handle(&Event::Closed { id: 1 });
+        register(&mut s, 2, "bob{1}");
+        // A client may change the case of its own nick.
+        let changed = say(&mut s, 2, "NICK BOB{1}");
+        assert_eq!(changed[0].1, ":bob{1}!bob{1}@127.0.0.1 NICK :BOB{1}");
+        for bad in ["9x", "a b", "-x", &"x".repeat(31)] {
+            let out = say(&mut s, 3, &format!("NICK :{bad}"));
+            assert!(out[0].1.contains(" 432 "), "{bad}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn a_nick_change_reaches_each_room_mate_once() {
+        let mut s = state(3);
+        for (id, nick) in [(1, "a"), (2, "b"), (3, "c")] {
+            register(&mut s, id, nick);
+        }
+        for room in ["#one", "#two"] {
+            say(&mut s, 1, &format!("JOIN {room}"));
+            say(&mut s, 2, &format!("JOIN {room}"));
+        }
+        let out = say(&mut s, 1, "NICK aa");
+        let to: Vec<u64> = out.iter().map(|(to, _)| *to).collect();
+        assert_eq!(to, [1, 2], "c shares no room with a: {out:?}");
+    }
+
+    #[test]
+    fn a_private_message_goes_to_its_nick_only() {
+        let mut s = state(3);
+        for (id, nick) in [(1, "a"), (2, "b"), (3, "c")] {
+            register(&mut s, id, nick);
+        }
+        let out = say(&mut s, 1, "PRIVMSG B :hi");
+        assert_eq!(out, [(2, ":a!a@127.0.0.1 PRIVMSG b hi".to_string())]);
+        let out = say(&mut s, 1, "PRIVMSG nobody :hi");
+        assert!(out[0].1.contains(" 401 a nobody "), "{out:?}");
+    }
+
+    #[test]
+    fn the_demo_runs_over_real_sockets() {
+        configure_for_tests();
+        let shutdown = Shutdown::new();
+        let server = start("127.0.0.1:0", &shutdown).unwrap();
+        demo(server.addr).unwrap();
+        shutdown.trigger();
+        server.thread.join().unwrap().unwrap();
+    }
+}
