@@ -133,6 +133,12 @@ impl Outbox {
         }
     }
 
+    /// Shut the socket now, whatever the outbox's state (the sweeper, when
+    /// a closing writer has not finished in time).
+    pub fn shut(&self) {
+        (self.inner.shut)();
+    }
+
     /// True when this call closed the outbox.
     fn close(&self, reason: &str, last: Option<Line>, flush: bool) -> bool {
         let mut state = self.inner.lock();
