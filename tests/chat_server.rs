@@ -15,3 +15,7 @@ mod support;
 mod client;
 #[path = "chat_server/run.rs"]
 mod run;
+#[path = "chat_server/websocket.rs"]
+mod websocket;
+#[path = "chat_server/browser.rs"]
+mod browser;

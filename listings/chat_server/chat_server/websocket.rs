@@ -296,7 +296,8 @@ fn valid_key(key: &str) -> bool {
 /// same port (an origin's port defaults by its scheme; the page is served
 /// over plain HTTP, so a `Host` without a port means 80).
 fn same_origin(origin: &str, host: &str) -> bool {
-    let (Ok(origin), Ok(host)) = (Url::parse(origin), Url::parse(&format!("http://{host}/"))) else {
+    let (Ok(origin), Ok(host)) = (Url::parse(origin), Url::parse(&format!("http://{host}/")))
+    else {
         return false; // "null" (a sandboxed page or a file) and garbage alike
     };
     origin.host_str().is_some()
@@ -378,7 +379,9 @@ impl<W: Write> WsWriter<W> {
                 code,
                 reason: reason.to_owned().into(),
             };
-            let _ = self.context.close(&mut WriteOnly(&mut self.out), Some(frame));
+            let _ = self
+                .context
+                .close(&mut WriteOnly(&mut self.out), Some(frame));
         }
     }
 }
@@ -389,7 +392,10 @@ struct WriteOnly<'a, W>(&'a mut W);
 
 impl<W> Read for WriteOnly<'_, W> {
     fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::Error::new(ErrorKind::Unsupported, "the writer never reads"))
+        Err(io::Error::new(
+            ErrorKind::Unsupported,
+            "the writer never reads",
+        ))
     }
 }
 
@@ -439,7 +445,8 @@ pub struct WsSource<R, W> {
 impl<R: Read, W: Write> WsSource<R, W> {
     /// `early`: bytes the client sent right after its request head.
     fn new(input: R, early: Vec<u8>, writer: SharedWriter<W>) -> Self {
-        let context = WebSocketContext::from_partially_read(early, Role::Server, Some(config(4096)));
+        let context =
+            WebSocketContext::from_partially_read(early, Role::Server, Some(config(4096)));
         WsSource {
             input,
             context,
@@ -518,10 +525,12 @@ fn lines(text: &str) -> Vec<Incoming> {
     text.split('\n')
         .map(|line| line.strip_suffix('\r').unwrap_or(line))
         .filter(|line| !line.is_empty())
-        .map(|line| match line.len() + 2 > MAX_LINE || line.contains('\r') {
-            true => Incoming::TooLong,
-            false => Incoming::Line(line.to_owned()),
-        })
+        .map(
+            |line| match line.len() + 2 > MAX_LINE || line.contains('\r') {
+                true => Incoming::TooLong,
+                false => Incoming::Line(line.to_owned()),
+            },
+        )
         .collect()
 }
 // ANCHOR_END: source
@@ -597,7 +606,9 @@ mod tests {
         assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(up.protocol, Some("text.ircv3.net"));
         assert!(!up.binary);
-        assert!(up.response().contains("Sec-WebSocket-Protocol: text.ircv3.net\r\n"));
+        assert!(up
+            .response()
+            .contains("Sec-WebSocket-Protocol: text.ircv3.net\r\n"));
     }
 
     #[test]
@@ -616,7 +627,12 @@ mod tests {
 
     #[test]
     fn a_page_from_another_site_is_forbidden() {
-        for origin in ["http://evil.example", "http://127.0.0.1:9999", "null", "https://127.0.0.1"] {
+        for origin in [
+            "http://evil.example",
+            "http://127.0.0.1:9999",
+            "null",
+            "https://127.0.0.1",
+        ] {
             let req = browser_upgrade(origin, "127.0.0.1:8080", "text.ircv3.net");
             match route(&req) {
                 Route::Refuse(r) => assert_eq!(r.status, 403, "{origin}"),
@@ -636,10 +652,16 @@ mod tests {
         let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(status(&[]), 400);
         assert_eq!(status(&[up, conn, key]), 426);
-        assert_eq!(status(&[up, conn, key, ("Sec-WebSocket-Version", "8")]), 426);
+        assert_eq!(
+            status(&[up, conn, key, ("Sec-WebSocket-Version", "8")]),
+            426
+        );
         let v13 = ("Sec-WebSocket-Version", "13");
         assert_eq!(status(&[up, conn, v13]), 400);
-        assert_eq!(status(&[up, conn, v13, ("Sec-WebSocket-Key", "c2hvcnQ=")]), 400);
+        assert_eq!(
+            status(&[up, conn, v13, ("Sec-WebSocket-Key", "c2hvcnQ=")]),
+            400
+        );
     }
 
     #[test]
@@ -679,7 +701,10 @@ mod tests {
 
     fn source(input: Vec<u8>) -> (WsSource<Cursor<Vec<u8>>, Vec<u8>>, SharedWriter<Vec<u8>>) {
         let writer = WsWriter::shared(Vec::new(), false);
-        (WsSource::new(Cursor::new(input), vec![], writer.clone()), writer)
+        (
+            WsSource::new(Cursor::new(input), vec![], writer.clone()),
+            writer,
+        )
     }
 
     fn next(source: &mut WsSource<Cursor<Vec<u8>>, Vec<u8>>) -> String {
@@ -771,7 +796,10 @@ mod tests {
             let sent = server_messages(&writer.lock().unwrap().out);
             let expect: Vec<Message> = match binary {
                 false => lines.iter().map(|l| Message::text(l.to_string())).collect(),
-                true => lines.iter().map(|l| Message::binary(l.as_bytes().to_vec())).collect(),
+                true => lines
+                    .iter()
+                    .map(|l| Message::binary(l.as_bytes().to_vec()))
+                    .collect(),
             };
             assert_eq!(sent, expect);
         }
