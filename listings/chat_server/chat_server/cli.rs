@@ -118,8 +118,8 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The ping interval is a socket timeout on may: below 250 ms it would race
-/// may 0.3.51's timer thread (book/pitfalls, "Known may 0.3.51 bugs").
+/// A client needs a round trip to answer a PING: below 250 ms a healthy
+/// client on a slow link would be cut. (Tests use 1s; ircds use minutes.)
 fn ping_interval(text: &str) -> Result<Duration, String> {
     let d = positive_duration(text)?;
     if d < Duration::from_millis(250) {

@@ -98,8 +98,9 @@ pub fn serve_tcp(conn: Conn, transport: Transport, hub: &Hub) {
 // ANCHOR_END: serve_tcp
 
 /// The writer's and the pacer's stacks, in words (may's unit). The writer
-/// runs the TLS encryption (rustls) of what it writes; measured with may's
-/// stack report (see main.rs), with room to spare.
+/// runs the TLS encryption (rustls) of what it writes. Measured as the
+/// connection's stack (main.rs): at most 1,031 words for a writer, 747 for
+/// a pacer, in a debug build.
 const WRITER_STACK_WORDS: usize = 0x1000;
 const PACER_STACK_WORDS: usize = 0x800;
 

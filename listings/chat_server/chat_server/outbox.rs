@@ -160,7 +160,8 @@ impl Outbox {
         state.closed.as_ref().map(|c| c.reason.clone())
     }
 
-    /// Bytes queued and not yet written (CRLFs included).
+    /// Bytes queued and not yet written (CRLFs included); for tests.
+    #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
         self.inner.queued.load(Ordering::Relaxed)
     }
