@@ -51,7 +51,9 @@ impl Client {
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("the server takes the line");
+        self.writer
+            .write_all(bytes)
+            .expect("the server takes the line");
     }
 
     /// The next line, or None after `wait` with nothing (or at EOF).

@@ -92,9 +92,9 @@ impl ChatServer {
         self.child = Some(child);
         self.stdout = Some(stdout);
         self.stderr = Some(stderr);
-        let first = self.next_json().unwrap_or_else(|| {
-            panic!("no first JSON line from chat_server\n{}", self.describe())
-        });
+        let first = self
+            .next_json()
+            .unwrap_or_else(|| panic!("no first JSON line from chat_server\n{}", self.describe()));
         assert_eq!(first["event"], "listening", "first line: {first}");
         let addr = |key: &str| -> Option<SocketAddr> {
             first[key].as_str().map(|a| {
