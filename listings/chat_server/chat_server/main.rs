@@ -143,7 +143,10 @@ fn run(config: &mut Config) -> Result<(), String> {
     let (broadcast, stage) = broadcast::start(db, &settings.server_name)
         .map_err(|e| format!("cannot open the history database: {e}"))?;
     let accounts = Accounts::load(db).map_err(|e| format!("cannot load the accounts: {e}"))?;
-    let (router, router_done) = router::spawn(settings.clone(), broadcast, Arc::new(accounts))
+    // Kept for the summary: how many password hashes ran, how many were
+    // refused by the failed-attempt limits.
+    let accounts = Arc::new(accounts);
+    let (router, router_done) = router::spawn(settings.clone(), broadcast, accounts.clone())
         .map_err(|e| format!("cannot start the router: {e}"))?;
     let hub = Hub::new(router, settings, config.max_clients);
 
@@ -194,7 +197,14 @@ fn run(config: &mut Config) -> Result<(), String> {
     let delivered = stage
         .join()
         .map_err(|_| "the broadcast stage panicked".to_owned())?;
-    summary(&reports, &routed, &delivered, &stats, config.json);
+    summary(
+        &reports,
+        &routed,
+        &delivered,
+        &accounts.report(),
+        &stats,
+        config.json,
+    );
     Ok(())
 }
 // ANCHOR_END: run
@@ -290,6 +300,7 @@ fn summary(
     listeners: &[Report],
     routed: &router::RouterReport,
     delivered: &broadcast::BroadcastReport,
+    checked: &accounts::AccountsReport,
     stats: &connection::Stats,
     as_json: bool,
 ) {
@@ -305,6 +316,11 @@ fn summary(
         "stored": delivered.stored,
         "delivered": delivered.delivered,
         "replayed": delivered.replayed,
+        "not_stored": delivered.not_stored,
+        "batches": delivered.batches,
+        "largest_batch": delivered.largest_batch,
+        "auth_hashes": checked.hashes,
+        "auth_limited": checked.limited,
         "sendq_cut": stats.sendq_cut.load(Relaxed),
         "flood_cut": stats.flood_cut.load(Relaxed),
         "ping_timeouts": stats.ping_timeouts.load(Relaxed),
