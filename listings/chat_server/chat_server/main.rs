@@ -260,11 +260,11 @@ fn listen(
 
 /// The connection coroutine's stack, in bytes: it reads, parses, and for
 /// WebSocket runs the HTTP upgrade. Measured with may's own report (an odd
-/// stack size makes may print each coroutine's use when it ends), on a
-/// debug build driven by plain, TLS, WebSocket and flooding clients, on
-/// 2026-12-02: at most 3,689 words (29 KiB) for plain and WebSocket, 7,209
-/// words (56 KiB) for TLS, whose handshake runs in this coroutine. Twice
-/// that, rounded up.
+/// stack size makes may print each coroutine's use when it ends) with
+/// plain, TLS, WebSocket and flooding clients, 2026-12-02: plain and
+/// WebSocket at most 3,689 words (29 KiB) in a debug build, 1,455 in
+/// release; TLS, whose handshake runs in this coroutine, 7,209 words
+/// (56 KiB) in debug, 2,047 in release. About twice the debug figures.
 const CONNECTION_STACK: usize = 64 * 1024;
 const TLS_CONNECTION_STACK: usize = 128 * 1024;
 
