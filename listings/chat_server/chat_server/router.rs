@@ -13,7 +13,7 @@
 //! milliseconds of argon2, runs elsewhere ([`accounts::Accounts::check`])
 //! and comes back as [`Event::AuthChecked`]. Each event costs the router
 //! microseconds and a bounded amount of output: a line is at most 512 bytes,
-//! so a JOIN names at most ~170 rooms, and the lists that grow with the
+//! so a JOIN names fewer than 170 rooms, and the lists that grow with the
 //! server (LIST, WHO) stop at half the asker's sendq.
 //!
 //! All the protocol lives in [`State::handle`], which takes one event and
