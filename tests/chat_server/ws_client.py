@@ -142,8 +142,8 @@ def limits(ws, _irc=None):
         conn.send(b"PING :\xff\xfe")
         conn.send("PING :after")
         print("binary not UTF-8, then:", trailing(until(web, {"PONG"})))
-        conn.ping(b"x").wait(WAIT)
-        print("websocket ping: answered")
+        answered = conn.ping(b"x").wait(WAIT)  # False after WAIT without a pong
+        print("websocket ping:", "answered" if answered else "no pong")
         conn.send("PRIVMSG #nowhere :" + "x" * 9000)
         try:
             until(web, set())

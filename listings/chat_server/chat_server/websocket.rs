@@ -464,8 +464,10 @@ impl<R: Read, W: Write> WsSource<R, W> {
         };
         let got = self.context.read(&mut side);
         let closing = matches!(got, Ok(Message::Close(_)));
-        if closing {
-            // The close reply is queued, not yet written: write it out now.
+        if closing || matches!(got, Ok(Message::Ping(_))) {
+            // tungstenite queues the pong or close reply and writes it at
+            // the start of the next `read`, which waits for the client's
+            // next frame: write it out now.
             let _ = self.context.flush(&mut side);
         }
         if !replies.is_empty() {
@@ -699,7 +701,10 @@ mod tests {
         got
     }
 
-    fn source(input: Vec<u8>) -> (WsSource<Cursor<Vec<u8>>, Vec<u8>>, SharedWriter<Vec<u8>>) {
+    /// A source reading `input`, and the writer it hands replies to.
+    type TestSource = WsSource<Cursor<Vec<u8>>, Vec<u8>>;
+
+    fn source(input: Vec<u8>) -> (TestSource, SharedWriter<Vec<u8>>) {
         let writer = WsWriter::shared(Vec::new(), false);
         (
             WsSource::new(Cursor::new(input), vec![], writer.clone()),
@@ -707,7 +712,7 @@ mod tests {
         )
     }
 
-    fn next(source: &mut WsSource<Cursor<Vec<u8>>, Vec<u8>>) -> String {
+    fn next(source: &mut TestSource) -> String {
         match source.next_line() {
             Ok(Some(Incoming::Line(l))) => format!("line {l}"),
             Ok(Some(Incoming::TooLong)) => "too long".into(),
@@ -758,10 +763,14 @@ mod tests {
             })),
         ]);
         let (mut source, writer) = source(wire);
+        // The pong is out as soon as the ping is read, not when the next
+        // frame arrives (a client waiting for its pong sends nothing).
+        assert!(matches!(source.read_message(), Ok(Message::Ping(_))));
+        let sent = server_messages(&writer.lock().unwrap().out);
+        assert_eq!(sent, [Message::Pong(b"are you there".to_vec().into())]);
         assert_eq!(next(&mut source), "line PING :x");
         assert_eq!(next(&mut source), "closed");
         let sent = server_messages(&writer.lock().unwrap().out);
-        assert_eq!(sent[0], Message::Pong(b"are you there".to_vec().into()));
         assert!(matches!(&sent[1], Message::Close(Some(f)) if f.code == CloseCode::Away));
     }
 
