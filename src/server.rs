@@ -282,7 +282,7 @@ fn pause(shutdown: &Shutdown, pause: Duration) {
 /// message fits), then close it.
 fn refuse(tcp: &TcpStream, message: Option<&[u8]>) {
     if let Some(message) = message {
-        let _ = (&*tcp.inner()).write(message);
+        let _ = tcp.inner().write(message);
     }
 }
 

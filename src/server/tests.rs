@@ -302,7 +302,7 @@ fn tls_client_both_ways(
             echoed.len()
         );
         let mut progress = false;
-        if sent < total && tls.wants_write() == false {
+        if sent < total && !tls.wants_write() {
             let end = (sent + 4096).min(total);
             sent += tls.writer().write(&data[sent..end]).unwrap();
             progress = true;
@@ -327,11 +327,8 @@ fn tls_client_both_ways(
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => panic!("client read: {e}"),
         }
-        loop {
-            match tls.reader().read(&mut buf) {
-                Ok(n @ 1..) => echoed.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
+        while let Ok(n @ 1..) = tls.reader().read(&mut buf) {
+            echoed.extend_from_slice(&buf[..n]);
         }
         if !progress {
             std::thread::sleep(Duration::from_millis(1)); // a plain thread, not a may worker
