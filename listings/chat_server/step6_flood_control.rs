@@ -149,8 +149,11 @@ struct Client {
 
 /// Every room's members: id → (nick, sender). A std `Mutex`, held only for
 /// map updates and channel sends (which never park), never across a yield.
+/// One room's members: id → (nick, sender).
+type Members = BTreeMap<u64, (String, mpsc::Sender<String>)>;
+
 #[derive(Default)]
-struct Rooms(Mutex<HashMap<String, BTreeMap<u64, (String, mpsc::Sender<String>)>>>);
+struct Rooms(Mutex<HashMap<String, Members>>);
 
 impl Rooms {
     fn join(&self, room: &str, client: &Client, nick: &str) {

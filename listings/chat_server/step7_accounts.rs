@@ -368,8 +368,11 @@ fn next_line(reader: &mut BufReader<TcpStream>) -> Option<String> {
 
 /// Every room's members: id → (nick, sender). A std `Mutex`, held only for
 /// map updates and channel sends (which never park), never across a yield.
+/// One room's members: id → (nick, sender).
+type Members = BTreeMap<u64, (String, mpsc::Sender<String>)>;
+
 #[derive(Default)]
-struct Rooms(Mutex<HashMap<String, BTreeMap<u64, (String, mpsc::Sender<String>)>>>);
+struct Rooms(Mutex<HashMap<String, Members>>);
 
 impl Rooms {
     fn join(&self, room: &str, client: &Client, nick: &str) {

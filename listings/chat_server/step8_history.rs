@@ -206,6 +206,9 @@ fn server_time(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
+/// One room's members: id → (nick, recipient).
+type Members = BTreeMap<u64, (String, Recipient)>;
+
 // ANCHOR: rooms
 /// Every room's members: id → (nick, recipient). A std `Mutex`, held for
 /// map updates and channel sends (which never park), never across a yield.
@@ -214,7 +217,7 @@ fn server_time(ms: i64) -> String {
 /// message queued before the joiner's replay is in the replay and not sent
 /// to it live, one queued after is sent live and not replayed.
 struct Rooms {
-    members: Mutex<HashMap<String, BTreeMap<u64, (String, Recipient)>>>,
+    members: Mutex<HashMap<String, Members>>,
     history: mpsc::Sender<Job>,
 }
 
