@@ -21,12 +21,12 @@
 //! batches committed since the last checkpoint's `fsync` can be lost (the
 //! database stays consistent, only its newest messages go), including lines
 //! clients already saw. `synchronous = FULL` closes that gap by calling
-//! `fsync` on the log at every commit: one `fsync` per batch, a few ms on
-//! an SSD, far more on a disk or a busy cloud volume, and it lengthens the
-//! wait of everyone behind that batch. A chat server's history is worth
-//! less than that latency, so this one keeps NORMAL; change the pragma in
-//! history.rs where losing a message the users saw is worse than slowing
-//! every delivery.
+//! `fsync` on the log at every commit: one `fsync` per batch, a wait for
+//! the device itself (longest on a spinning disk or a busy cloud volume),
+//! and it lengthens the wait of every line in that batch. A chat server's
+//! history is worth less than that latency, so this one keeps NORMAL;
+//! change the pragma in history.rs where losing a message the users saw is
+//! worse than slowing every delivery.
 //!
 //! **When storing fails** (a full disk, a read-only file), the batch's
 //! room messages are not delivered to anyone: the promise is that what a
