@@ -11,11 +11,15 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "chat_server/bad_input.rs"]
+mod bad_input;
+#[path = "chat_server/browser.rs"]
+mod browser;
 #[path = "chat_server/client.rs"]
 mod client;
+#[path = "chat_server/irc_clients.rs"]
+mod irc_clients;
 #[path = "chat_server/run.rs"]
 mod run;
 #[path = "chat_server/websocket.rs"]
 mod websocket;
-#[path = "chat_server/browser.rs"]
-mod browser;

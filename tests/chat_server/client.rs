@@ -133,7 +133,6 @@ impl Client {
 /// One received line, split as the tests need it (tags dropped).
 #[derive(Debug, Clone)]
 pub struct Line {
-    pub raw: String,
     pub prefix: Option<String>,
     pub command: String,
     pub params: Vec<String>,
@@ -160,7 +159,6 @@ impl Line {
         let mut params: Vec<String> = words.map(str::to_owned).collect();
         params.extend(trailing.map(str::to_owned));
         Line {
-            raw: raw.to_owned(),
             prefix,
             command,
             params,

@@ -3,6 +3,7 @@
 //! SIGTERM (its last JSON line is the report), killed with `kill -9`, and
 //! started again on the same database.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -226,6 +227,20 @@ impl Drop for ChatServer {
             let _ = child.wait();
         }
     }
+}
+
+/// `chat_server --db DB --add-account NAME`, the password on stdin, as an
+/// operator creates an account.
+pub fn add_account(db: &str, name: &str, password: &str) {
+    let mut child = Command::new(program())
+        .args(["--db", db, "--add-account", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("chat_server starts");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let status = support::wait_bounded(&mut child, STUCK);
+    assert!(status.success(), "--add-account {name}: {status:?}");
 }
 
 /// `kill -SIG pid`, as a user would send it.
