@@ -75,8 +75,8 @@ pub struct Args {
     /// connect.
     #[arg(long, conflicts_with_all = ["db", "add_account"])]
     pub demo: bool,
-    /// Add (or replace) account NAME in --db, password read from stdin,
-    /// and exit.
+    /// Add account NAME to --db (refused if it exists), the password read
+    /// from the first line of stdin, and exit.
     #[arg(long, requires = "db", value_name = "NAME")]
     pub add_account: Option<String>,
 }
