@@ -5,16 +5,16 @@
 //! before the handler sees it. The handler is the same for both: it gets a
 //! `Conn` and splits it into a reading half and a writing half. A test CA
 //! (`may_patterns::tls::TestCa`) issues the certificate. The rest is a small
-//! server in the manner of step 3.
+//! server in the manner of step 3; its line reader, parser and rooms are in
+//! `steps_common.rs`, shared by steps 6 to 10.
 //!
 //! With no arguments it runs a demo; with `--serve PLAIN_ADDR TLS_ADDR DIR`
 //! it writes the CA to DIR/ca.pem and serves real clients until stopped.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,8 +27,13 @@ use may_patterns::server::{self, Config, Conn, Report, Slots};
 use may_patterns::shutdown::Shutdown;
 use may_patterns::tls::{self, TestCa};
 
-/// RFC 1459: 512 bytes with the CRLF.
-const MAX_LINE: usize = 512;
+#[path = "steps_common.rs"]
+mod steps_common;
+use steps_common::{next_line, parse};
+
+/// Every room's members, each with its writer's channel.
+type Rooms = steps_common::Rooms<mpsc::Sender<String>>;
+
 /// Stack of a client coroutine of the demo, in words: a rustls handshake
 /// needs about 7,300 words in a debug build (src/tls.rs's tests measured it).
 const CLIENT_STACK_WORDS: usize = 0x4000;
@@ -111,21 +116,6 @@ fn serve(conn: Conn, rooms: &Rooms) {
 }
 // ANCHOR_END: serve
 
-/// Read one line of at most `MAX_LINE` bytes without its CRLF; None at the
-/// end (EOF, an error, a line too long or not UTF-8: this step just hangs up).
-fn next_line(reader: &mut impl BufRead) -> Option<String> {
-    let mut buf = Vec::new();
-    let n = reader
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', &mut buf)
-        .ok()?;
-    if n == 0 || buf.last() != Some(&b'\n') {
-        return None;
-    }
-    let line = String::from_utf8(buf).ok()?;
-    Some(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
 /// A client, as its connection's coroutine sees it.
 struct Client {
     id: u64,
@@ -138,59 +128,6 @@ impl Client {
     fn send(&self, line: String) {
         let _ = self.out.send(line);
     }
-}
-
-/// Every room's members: id → (nick, sender). A std `Mutex`, held only for
-/// map updates and channel sends (which never park), never across a yield.
-/// One room's members: id → (nick, sender).
-type Members = BTreeMap<u64, (String, mpsc::Sender<String>)>;
-
-#[derive(Default)]
-struct Rooms(Mutex<HashMap<String, Members>>);
-
-impl Rooms {
-    fn join(&self, room: &str, client: &Client, nick: &str) {
-        let mut rooms = self.0.lock().unwrap();
-        let members = rooms.entry(room.to_owned()).or_default();
-        members.insert(client.id, (nick.to_owned(), client.out.clone()));
-        for (_, tx) in members.values() {
-            let _ = tx.send(format!(":{nick} JOIN {room}"));
-        }
-    }
-
-    fn say(&self, room: &str, from: &Client, nick: &str, text: &str) -> bool {
-        let rooms = self.0.lock().unwrap();
-        let Some(members) = rooms.get(room).filter(|m| m.contains_key(&from.id)) else {
-            return false;
-        };
-        for (id, (_, tx)) in members {
-            if *id != from.id {
-                let _ = tx.send(format!(":{nick} PRIVMSG {room} :{text}"));
-            }
-        }
-        true
-    }
-
-    fn leave_all(&self, id: u64) {
-        let mut rooms = self.0.lock().unwrap();
-        for members in rooms.values_mut() {
-            members.remove(&id);
-        }
-        rooms.retain(|_, members| !members.is_empty());
-    }
-}
-
-/// `COMMAND a b :trailing` → ("COMMAND", ["a", "b", "trailing"]).
-fn parse(line: &str) -> (String, Vec<String>) {
-    let (head, trailing) = match line.split_once(" :") {
-        Some((head, trailing)) => (head, Some(trailing)),
-        None => (line, None),
-    };
-    let mut words = head.split_whitespace();
-    let command = words.next().unwrap_or("").to_ascii_uppercase();
-    let mut params: Vec<String> = words.map(str::to_owned).collect();
-    params.extend(trailing.map(str::to_owned));
-    (command, params)
 }
 
 /// Handle one line; false when the client quit.
@@ -211,9 +148,11 @@ fn handle(client: &mut Client, rooms: &Rooms, line: &str) -> bool {
         }
         ("USER" | "CAP", _) => {}
         (_, None) => client.send(":chat.local 451 * :You have not registered".into()),
-        ("JOIN", Some(nick)) if !params.is_empty() => rooms.join(&params[0], client, &nick),
+        ("JOIN", Some(nick)) if !params.is_empty() => {
+            rooms.join(&params[0], client.id, &nick, &client.out)
+        }
         ("PRIVMSG", Some(nick)) if params.len() == 2 => {
-            if !rooms.say(&params[0], client, &nick, &params[1]) {
+            if !rooms.say(&params[0], client.id, &nick, &params[1]) {
                 client.send(format!(
                     ":chat.local 404 {nick} {} :Cannot send to channel",
                     params[0]

@@ -5,13 +5,13 @@
 //! whose next turn would be more than `max_lag` away is cut with
 //! "Excess Flood". The rest is a small server in the manner of step 3:
 //! NICK and USER, JOIN, PRIVMSG to a room, PING, QUIT, a writer coroutine
-//! per client.
+//! per client; its line reader, parser, rooms and test client are in
+//! `steps_common.rs`, shared by steps 6 to 10.
 //!
 //! With no arguments it runs a demo: a flooding client beside a normal one.
 //! With `--serve ADDR` it serves real clients until stopped.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,12 @@ use may::sync::mpsc;
 use may_patterns::ratelimit::{Gcra, Limiter, Quota, Reservation};
 use may_patterns::runtime::{configure_once, Settings};
 
-/// RFC 1459: 512 bytes with the CRLF.
-const MAX_LINE: usize = 512;
+#[path = "steps_common.rs"]
+mod steps_common;
+use steps_common::{next_line, parse, Bot};
+
+/// Every room's members, each with its writer's channel.
+type Rooms = steps_common::Rooms<mpsc::Sender<String>>;
 
 // ANCHOR: flood
 /// The flood rule: at most `quota` lines per client, and how far behind its
@@ -126,78 +130,11 @@ fn serve(stream: TcpStream, id: u64, hub: Arc<Hub>) -> io::Result<()> {
 }
 // ANCHOR_END: connection
 
-/// Read one line of at most `MAX_LINE` bytes without its CRLF; None at the
-/// end (EOF, an error, a line too long or not UTF-8: this step just hangs up).
-fn next_line(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut buf = Vec::new();
-    let n = Read::take(reader, MAX_LINE as u64)
-        .read_until(b'\n', &mut buf)
-        .ok()?;
-    if n == 0 || buf.last() != Some(&b'\n') {
-        return None;
-    }
-    let line = String::from_utf8(buf).ok()?;
-    Some(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
 /// A registered (or registering) client, as its handler sees it.
 struct Client {
     id: u64,
     nick: Option<String>,
     out: mpsc::Sender<String>,
-}
-
-/// Every room's members: id → (nick, sender). A std `Mutex`, held only for
-/// map updates and channel sends (which never park), never across a yield.
-/// One room's members: id → (nick, sender).
-type Members = BTreeMap<u64, (String, mpsc::Sender<String>)>;
-
-#[derive(Default)]
-struct Rooms(Mutex<HashMap<String, Members>>);
-
-impl Rooms {
-    fn join(&self, room: &str, client: &Client, nick: &str) {
-        let mut rooms = self.0.lock().unwrap();
-        let members = rooms.entry(room.to_owned()).or_default();
-        members.insert(client.id, (nick.to_owned(), client.out.clone()));
-        for (_, tx) in members.values() {
-            let _ = tx.send(format!(":{nick} JOIN {room}"));
-        }
-    }
-
-    fn say(&self, room: &str, from: &Client, nick: &str, text: &str) -> bool {
-        let rooms = self.0.lock().unwrap();
-        let Some(members) = rooms.get(room).filter(|m| m.contains_key(&from.id)) else {
-            return false;
-        };
-        for (id, (_, tx)) in members {
-            if *id != from.id {
-                let _ = tx.send(format!(":{nick} PRIVMSG {room} :{text}"));
-            }
-        }
-        true
-    }
-
-    fn leave_all(&self, id: u64) {
-        let mut rooms = self.0.lock().unwrap();
-        for members in rooms.values_mut() {
-            members.remove(&id);
-        }
-        rooms.retain(|_, members| !members.is_empty());
-    }
-}
-
-/// `COMMAND a b :trailing` → ("COMMAND", ["a", "b", "trailing"]).
-fn parse(line: &str) -> (String, Vec<String>) {
-    let (head, trailing) = match line.split_once(" :") {
-        Some((head, trailing)) => (head, Some(trailing)),
-        None => (line, None),
-    };
-    let mut words = head.split_whitespace();
-    let command = words.next().unwrap_or("").to_ascii_uppercase();
-    let mut params: Vec<String> = words.map(str::to_owned).collect();
-    params.extend(trailing.map(str::to_owned));
-    (command, params)
 }
 
 /// Handle one line; false when the client quit.
@@ -218,9 +155,11 @@ fn handle(client: &mut Client, hub: &Hub, line: &str) -> bool {
         }
         ("USER", _) => {}
         (_, None) => reply(":chat.local 451 * :You have not registered".into()),
-        ("JOIN", Some(nick)) if !params.is_empty() => hub.rooms.join(&params[0], client, &nick),
+        ("JOIN", Some(nick)) if !params.is_empty() => {
+            hub.rooms.join(&params[0], client.id, &nick, &client.out)
+        }
         ("PRIVMSG", Some(nick)) if params.len() == 2 => {
-            if !hub.rooms.say(&params[0], client, &nick, &params[1]) {
+            if !hub.rooms.say(&params[0], client.id, &nick, &params[1]) {
                 reply(format!(
                     ":chat.local 404 {nick} {} :Cannot send to channel",
                     params[0]
@@ -251,56 +190,6 @@ fn start(addr: &str, flood: Flood) -> io::Result<SocketAddr> {
     Ok(local)
 }
 
-/// A scripted client on a plain OS thread (std sockets are fine there).
-struct Bot {
-    reader: BufReader<std::net::TcpStream>,
-    writer: std::net::TcpStream,
-}
-
-impl Bot {
-    fn connect(addr: SocketAddr, nick: &str, room: &str) -> io::Result<Bot> {
-        let writer = std::net::TcpStream::connect(addr)?;
-        writer.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut bot = Bot {
-            reader: BufReader::new(writer.try_clone()?),
-            writer,
-        };
-        bot.send(&format!(
-            "NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN {room}"
-        ))?;
-        bot.wait_for(&format!(":{nick} JOIN {room}"))?;
-        Ok(bot)
-    }
-
-    fn send(&mut self, lines: &str) -> io::Result<()> {
-        self.writer.write_all(format!("{lines}\r\n").as_bytes())
-    }
-
-    /// The next line, None at EOF.
-    fn line(&mut self) -> io::Result<Option<String>> {
-        let mut line = String::new();
-        Ok(match self.reader.read_line(&mut line)? {
-            0 => None,
-            _ => Some(line.trim_end().to_owned()),
-        })
-    }
-
-    fn wait_for(&mut self, what: &str) -> io::Result<String> {
-        loop {
-            match self.line()? {
-                Some(line) if line.contains(what) => return Ok(line),
-                Some(_) => {}
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        what.to_owned(),
-                    ))
-                }
-            }
-        }
-    }
-}
-
 // ANCHOR: demo
 /// What bob saw of each sender, as times since the floods were sent.
 #[derive(Default)]
@@ -315,10 +204,10 @@ struct Seen {
 /// alice sends one line every 300 ms; bob, in the same room, notes when
 /// each arrives.
 fn demo(addr: SocketAddr, flood: usize) -> io::Result<Seen> {
-    let mut bob = Bot::connect(addr, "bob", "#lobby")?;
-    let mut alice = Bot::connect(addr, "alice", "#lobby")?;
-    let mut mallory = Bot::connect(addr, "mallory", "#lobby")?;
-    let mut carol = Bot::connect(addr, "carol", "#lobby")?;
+    let mut bob = Bot::join(addr, "bob", "#lobby")?;
+    let mut alice = Bot::join(addr, "alice", "#lobby")?;
+    let mut mallory = Bot::join(addr, "mallory", "#lobby")?;
+    let mut carol = Bot::join(addr, "carol", "#lobby")?;
     let lines = |word: &str, n: usize| -> String {
         (0..n)
             .map(|i| format!("PRIVMSG #lobby :{word} {i}\r\n"))
@@ -454,8 +343,8 @@ mod tests {
     fn lines_within_the_quota_are_not_delayed() {
         configure_once(may_patterns::runtime::TEST_SETTINGS);
         let addr = start("127.0.0.1:0", quick_rule()).unwrap();
-        let mut bob = Bot::connect(addr, "bob", "#t").unwrap();
-        let mut carol = Bot::connect(addr, "carol", "#t").unwrap();
+        let mut bob = Bot::join(addr, "bob", "#t").unwrap();
+        let mut carol = Bot::join(addr, "carol", "#t").unwrap();
         std::thread::sleep(Duration::from_millis(300)); // carol's quota refills
         let start = Instant::now();
         carol

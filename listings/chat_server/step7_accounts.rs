@@ -6,13 +6,14 @@
 //! clears it. The hash runs on `may_patterns::blocking`: checking one takes
 //! tens of milliseconds of CPU, and on a worker it would stall every other
 //! coroutine there (`pitfall_hash_on_worker` measures it). The rest is a small
-//! server in the manner of step 3.
+//! server in the manner of step 3; its line reader, parser, rooms and test
+//! client are in `steps_common.rs`, shared by steps 6 to 10.
 //!
 //! With no arguments it runs a demo; with `--serve ADDR` it serves real
 //! clients (accounts alice, bob, carol, dave; password NAME-password).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::collections::HashMap;
+use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,12 @@ use may_patterns::ratelimit::{Algorithm, Decision, Gcra, GcraState, Quota};
 use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::{alarm, blocking};
 
-/// RFC 1459: 512 bytes with the CRLF.
-const MAX_LINE: usize = 512;
+#[path = "steps_common.rs"]
+mod steps_common;
+use steps_common::{next_line, parse, Bot};
+
+/// Every room's members, each with its writer's channel.
+type Rooms = steps_common::Rooms<mpsc::Sender<String>>;
 
 // ANCHOR: accounts
 /// Every account's PHC string, and the attempts each has left.
@@ -272,9 +277,11 @@ fn handle(client: &mut Client, hub: &Hub, line: &str) {
         (_, _) if !client.registered => {
             client.send(":chat.local 451 * :You have not registered".into())
         }
-        ("JOIN", Some(nick)) if !params.is_empty() => hub.rooms.join(&params[0], client, &nick),
+        ("JOIN", Some(nick)) if !params.is_empty() => {
+            hub.rooms.join(&params[0], client.id, &nick, &client.out)
+        }
         ("PRIVMSG", Some(nick)) if params.len() == 2 => {
-            if !hub.rooms.say(&params[0], client, &nick, &params[1]) {
+            if !hub.rooms.say(&params[0], client.id, &nick, &params[1]) {
                 client.send(format!(
                     ":chat.local 404 {nick} {} :Cannot send to channel",
                     params[0]
@@ -352,73 +359,6 @@ fn serve(stream: TcpStream, id: u64, hub: Arc<Hub>) -> io::Result<()> {
     Ok(())
 }
 
-/// Read one line of at most `MAX_LINE` bytes without its CRLF; None at the
-/// end (EOF, an error, a line too long or not UTF-8: this step just hangs up).
-fn next_line(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut buf = Vec::new();
-    let n = Read::take(reader, MAX_LINE as u64)
-        .read_until(b'\n', &mut buf)
-        .ok()?;
-    if n == 0 || buf.last() != Some(&b'\n') {
-        return None;
-    }
-    let line = String::from_utf8(buf).ok()?;
-    Some(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-/// Every room's members: id → (nick, sender). A std `Mutex`, held only for
-/// map updates and channel sends (which never park), never across a yield.
-/// One room's members: id → (nick, sender).
-type Members = BTreeMap<u64, (String, mpsc::Sender<String>)>;
-
-#[derive(Default)]
-struct Rooms(Mutex<HashMap<String, Members>>);
-
-impl Rooms {
-    fn join(&self, room: &str, client: &Client, nick: &str) {
-        let mut rooms = self.0.lock().unwrap();
-        let members = rooms.entry(room.to_owned()).or_default();
-        members.insert(client.id, (nick.to_owned(), client.out.clone()));
-        for (_, tx) in members.values() {
-            let _ = tx.send(format!(":{nick} JOIN {room}"));
-        }
-    }
-
-    fn say(&self, room: &str, from: &Client, nick: &str, text: &str) -> bool {
-        let rooms = self.0.lock().unwrap();
-        let Some(members) = rooms.get(room).filter(|m| m.contains_key(&from.id)) else {
-            return false;
-        };
-        for (id, (_, tx)) in members {
-            if *id != from.id {
-                let _ = tx.send(format!(":{nick} PRIVMSG {room} :{text}"));
-            }
-        }
-        true
-    }
-
-    fn leave_all(&self, id: u64) {
-        let mut rooms = self.0.lock().unwrap();
-        for members in rooms.values_mut() {
-            members.remove(&id);
-        }
-        rooms.retain(|_, members| !members.is_empty());
-    }
-}
-
-/// `COMMAND a b :trailing` → ("COMMAND", ["a", "b", "trailing"]).
-fn parse(line: &str) -> (String, Vec<String>) {
-    let (head, trailing) = match line.split_once(" :") {
-        Some((head, trailing)) => (head, Some(trailing)),
-        None => (line, None),
-    };
-    let mut words = head.split_whitespace();
-    let command = words.next().unwrap_or("").to_ascii_uppercase();
-    let mut params: Vec<String> = words.map(str::to_owned).collect();
-    params.extend(trailing.map(str::to_owned));
-    (command, params)
-}
-
 /// Bind `addr` and serve every client in its own coroutine, forever.
 fn start(addr: &str, accounts: Accounts) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
@@ -436,61 +376,25 @@ fn start(addr: &str, accounts: Accounts) -> io::Result<SocketAddr> {
     Ok(local)
 }
 
-/// A scripted client on a plain OS thread (std sockets are fine there).
-struct Bot {
-    reader: BufReader<std::net::TcpStream>,
-    writer: std::net::TcpStream,
-}
-
+/// What step 7 adds to the shared test client.
 impl Bot {
-    fn connect(addr: SocketAddr) -> io::Result<Bot> {
-        let writer = std::net::TcpStream::connect(addr)?;
-        writer.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Bot {
-            reader: BufReader::new(writer.try_clone()?),
-            writer,
-        })
-    }
-
-    fn send(&mut self, lines: &str) -> io::Result<()> {
-        self.writer.write_all(format!("{lines}\r\n").as_bytes())
-    }
-
-    /// Lines up to and including the first that contains one of `ends`.
-    fn until(&mut self, ends: &[&str]) -> io::Result<Vec<String>> {
-        let mut seen = Vec::new();
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{seen:?}"),
-                ));
-            }
-            seen.push(line.trim_end().to_owned());
-            if ends.iter().any(|end| line.contains(end)) {
-                return Ok(seen);
-            }
-        }
-    }
-
     /// SASL PLAIN as a client does it, up to 903 or 904.
     fn sasl(&mut self, nick: &str, account: &str, password: &str) -> io::Result<Vec<String>> {
         self.send(&format!(
             "CAP LS 302\r\nNICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nCAP REQ :sasl"
         ))?;
-        self.until(&[" ACK ", " NAK "])?;
+        self.until_any(&[" ACK ", " NAK "])?;
         self.try_password(account, password)
     }
 
     fn try_password(&mut self, account: &str, password: &str) -> io::Result<Vec<String>> {
         self.send("AUTHENTICATE PLAIN")?;
-        self.until(&["AUTHENTICATE +"])?;
+        self.until_any(&["AUTHENTICATE +"])?;
         self.send(&format!(
             "AUTHENTICATE {}",
             BASE64.encode(format!("\0{account}\0{password}"))
         ))?;
-        self.until(&[" 903 ", " 904 "])
+        self.until_any(&[" 903 ", " 904 "])
     }
 }
 
@@ -561,7 +465,7 @@ fn demo(addr: SocketAddr) -> io::Result<()> {
         println!("  {line}");
     }
     alice.send("CAP END")?;
-    println!("  {}", alice.until(&[" 001 "])?.join("\n  "));
+    println!("  {}", alice.until_any(&[" 001 "])?.join("\n  "));
 
     let mut mallory = Bot::connect(addr)?;
     println!("mallory guesses bob's password 5 times:");
@@ -576,13 +480,13 @@ fn demo(addr: SocketAddr) -> io::Result<()> {
     carol.send("PASS carol:carol-password\r\nNICK carol\r\nUSER carol 0 * :carol")?;
     println!(
         "carol, PASS carol:carol-password:\n  {}",
-        carol.until(&[" 001 "])?.join("\n  ")
+        carol.until_any(&[" 001 "])?.join("\n  ")
     );
     let mut eve = Bot::connect(addr)?;
     eve.send("PASS dave:wrong\r\nNICK eve\r\nUSER eve 0 * :eve")?;
     println!(
         "eve, PASS dave:wrong:\n  {}",
-        eve.until(&["ERROR"])?.join("\n  ")
+        eve.until_any(&["ERROR"])?.join("\n  ")
     );
     Ok(())
 }
@@ -643,7 +547,7 @@ mod tests {
         );
         bot.send("NICK b\r\nUSER b 0 * :b").unwrap();
         assert!(bot
-            .until(&[" 001 "])
+            .until_any(&[" 001 "])
             .unwrap()
             .last()
             .unwrap()
@@ -685,7 +589,7 @@ mod tests {
         let mut bot = Bot::connect(addr).unwrap();
         bot.send("PASS carol:wrong\r\nNICK c\r\nUSER c 0 * :c")
             .unwrap();
-        let seen = bot.until(&["ERROR"]).unwrap();
+        let seen = bot.until_any(&["ERROR"]).unwrap();
         assert!(seen.iter().any(|l| l.contains(" 464 ")), "{seen:?}");
     }
 

@@ -4,7 +4,8 @@
 //! on disk (WAL, `synchronous = NORMAL`: it survives the process being
 //! killed). On JOIN the last `history` lines of the room are replayed, with
 //! an IRCv3 `@time=` tag when the client asked for `server-time` (CAP). The
-//! rest is a small server in the manner of step 3.
+//! rest is a small server in the manner of step 3; its line reader, parser
+//! and test client are in `steps_common.rs`, shared by steps 6 to 10.
 //!
 //! With no arguments it runs a demo: a server in a child process is killed
 //! with SIGKILL and restarted on the same database file. With
@@ -13,12 +14,12 @@
 //! output).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use may::go;
 use may::net::{TcpListener, TcpStream};
@@ -26,8 +27,10 @@ use may::sync::mpsc;
 use may_patterns::runtime::{configure_once, Settings};
 use rusqlite::{params, Connection};
 
-/// RFC 1459: 512 bytes with the CRLF.
-const MAX_LINE: usize = 512;
+#[path = "steps_common.rs"]
+mod steps_common;
+use steps_common::{next_line, parse, Bot};
+
 /// Lines replayed on JOIN.
 const HISTORY: usize = 3;
 /// Where `--fixed-clock` starts: 2026-12-02T08:00:00Z.
@@ -360,33 +363,6 @@ fn serve(stream: TcpStream, id: u64, rooms: Arc<Rooms>) -> io::Result<()> {
     Ok(())
 }
 
-/// Read one line of at most `MAX_LINE` bytes without its CRLF; None at the
-/// end (EOF, an error, a line too long or not UTF-8: this step just hangs up).
-fn next_line(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut buf = Vec::new();
-    let n = Read::take(reader, MAX_LINE as u64)
-        .read_until(b'\n', &mut buf)
-        .ok()?;
-    if n == 0 || buf.last() != Some(&b'\n') {
-        return None;
-    }
-    let line = String::from_utf8(buf).ok()?;
-    Some(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-/// `COMMAND a b :trailing` → ("COMMAND", ["a", "b", "trailing"]).
-fn parse(line: &str) -> (String, Vec<String>) {
-    let (head, trailing) = match line.split_once(" :") {
-        Some((head, trailing)) => (head, Some(trailing)),
-        None => (line, None),
-    };
-    let mut words = head.split_whitespace();
-    let command = words.next().unwrap_or("").to_ascii_uppercase();
-    let mut params: Vec<String> = words.map(str::to_owned).collect();
-    params.extend(trailing.map(str::to_owned));
-    (command, params)
-}
-
 /// Open `db` (None: in memory), start the history thread, bind `addr` and
 /// serve every client in its own coroutine, forever.
 fn start(addr: &str, db: Option<&Path>, fixed_clock: bool) -> io::Result<SocketAddr> {
@@ -420,53 +396,14 @@ fn start(addr: &str, db: Option<&Path>, fixed_clock: bool) -> io::Result<SocketA
     Ok(local)
 }
 
-/// A scripted client on a plain OS thread (std sockets are fine there).
-struct Bot {
-    reader: BufReader<std::net::TcpStream>,
-    writer: std::net::TcpStream,
-}
-
+/// What step 8 adds to the shared test client.
 impl Bot {
-    /// Register as `nick` (asking for server-time if `server_time`) and join `room`.
-    fn join(addr: SocketAddr, nick: &str, room: &str, server_time: bool) -> io::Result<Bot> {
-        let writer = std::net::TcpStream::connect(addr)?;
-        writer.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut bot = Bot {
-            reader: BufReader::new(writer.try_clone()?),
-            writer,
-        };
-        if server_time {
-            bot.send("CAP REQ :server-time")?;
-        }
-        bot.send(&format!(
-            "NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN {room}"
-        ))?;
-        bot.until(&format!(":{nick} JOIN {room}"))?;
+    /// Connect, ask for `server-time`, register as `nick` and join `room`.
+    fn join_with_time(addr: SocketAddr, nick: &str, room: &str) -> io::Result<Bot> {
+        let mut bot = Bot::connect(addr)?;
+        bot.send("CAP REQ :server-time")?;
+        bot.register(nick, room)?;
         Ok(bot)
-    }
-
-    fn send(&mut self, lines: &str) -> io::Result<()> {
-        self.writer.write_all(format!("{lines}\r\n").as_bytes())
-    }
-
-    fn line(&mut self) -> io::Result<String> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed",
-            ));
-        }
-        Ok(line.trim_end().to_owned())
-    }
-
-    /// Lines up to and including the first that contains `end`.
-    fn until(&mut self, end: &str) -> io::Result<Vec<String>> {
-        let mut seen = vec![self.line()?];
-        while !seen.last().unwrap().contains(end) {
-            seen.push(self.line()?);
-        }
-        Ok(seen)
     }
 }
 
@@ -512,8 +449,8 @@ fn demo() -> io::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("history.db");
     let server = ServerProcess::start(&db)?;
-    let mut alice = Bot::join(server.addr, "alice", "#lobby", false)?;
-    let mut bob = Bot::join(server.addr, "bob", "#lobby", false)?;
+    let mut alice = Bot::join(server.addr, "alice", "#lobby")?;
+    let mut bob = Bot::join(server.addr, "bob", "#lobby")?;
     alice.until(":bob JOIN")?;
     for line in ["hello", "anyone here?", "the build is green", "bye"] {
         bob.send(&format!("PRIVMSG #lobby :{line}"))?;
@@ -527,18 +464,21 @@ fn demo() -> io::Result<()> {
 
     let server = ServerProcess::start(&db)?;
     println!("a new server on the same file; carol joins #lobby with server-time:");
-    let mut carol = Bot::join(server.addr, "carol", "#lobby", true)?;
+    let mut carol = Bot::join_with_time(server.addr, "carol", "#lobby")?;
     carol
         .until(":bye")?
         .iter()
         .for_each(|line| println!("  {line}"));
     println!("dave joins without it:");
-    let mut dave = Bot::join(server.addr, "dave", "#lobby", false)?;
+    let mut dave = Bot::join(server.addr, "dave", "#lobby")?;
     dave.until(":bye")?
         .iter()
         .for_each(|line| println!("  {line}"));
     carol.send("PRIVMSG #lobby :back again")?;
-    println!("carol's new line, live to dave: {}", dave.line()?);
+    println!(
+        "carol's new line, live to dave: {}",
+        dave.wait_for("back again")?
+    );
     Ok(())
 }
 // ANCHOR_END: demo
@@ -596,21 +536,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("h.db");
         let first = start("127.0.0.1:0", Some(&db), false).unwrap();
-        let mut a = Bot::join(first, "a", "#r", false).unwrap();
-        let mut b = Bot::join(first, "b", "#r", false).unwrap();
+        let mut a = Bot::join(first, "a", "#r").unwrap();
+        let mut b = Bot::join(first, "b", "#r").unwrap();
         a.until(":b JOIN").unwrap();
         (0..5).for_each(|i| b.send(&format!("PRIVMSG #r :m{i}")).unwrap());
         a.until(":m4").unwrap(); // delivered, so committed
                                  // A second server on the same file: its own connection and thread.
         let second = start("127.0.0.1:0", Some(&db), false).unwrap();
-        let mut tagged = Bot::join(second, "t", "#r", true).unwrap();
+        let mut tagged = Bot::join_with_time(second, "t", "#r").unwrap();
         let replay = tagged.until(":m4").unwrap();
         assert_eq!(replay.len(), HISTORY);
         assert!(replay
             .iter()
             .all(|l| l.starts_with("@time=20") && l.contains("Z :b PRIVMSG #r")));
         assert!(replay[0].ends_with(":m2"), "{replay:?}");
-        let mut plain = Bot::join(second, "p", "#r", false).unwrap();
+        let mut plain = Bot::join(second, "p", "#r").unwrap();
         assert_eq!(
             plain.until(":m4").unwrap(),
             [
@@ -625,17 +565,17 @@ mod tests {
     fn a_joiner_sees_each_message_once_replayed_or_live() {
         configure_once(may_patterns::runtime::TEST_SETTINGS);
         let addr = start("127.0.0.1:0", None, false).unwrap();
-        let mut talker = Bot::join(addr, "talker", "#r", false).unwrap();
+        let mut talker = Bot::join(addr, "talker", "#r").unwrap();
         let flood = std::thread::spawn(move || {
             for i in 0..300 {
                 talker.send(&format!("PRIVMSG #r :{i}")).unwrap();
             }
             talker
         });
-        let mut joiner = Bot::join(addr, "joiner", "#r", false).unwrap();
+        let mut joiner = Bot::join(addr, "joiner", "#r").unwrap();
         let mut numbers = Vec::new();
         while numbers.last() != Some(&299) {
-            let line = joiner.line().unwrap();
+            let line = joiner.line().unwrap().expect("the server closed");
             numbers.push(line.rsplit(':').next().unwrap().parse::<u32>().unwrap());
         }
         // Whatever part was replayed, the rest follows it with no gap and no repeat.

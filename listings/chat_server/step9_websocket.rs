@@ -6,15 +6,15 @@
 //! Only the writer coroutine writes to the socket: the reader's context
 //! answers pings and closes, and those replies are handed to the writer
 //! instead of being written from the reader. The rest is a small server in
-//! the manner of step 3.
+//! the manner of step 3; its line reader, parser, rooms and test client are
+//! in `steps_common.rs`, shared by steps 6 to 10.
 //!
 //! With no arguments it runs a demo; with `--serve IRC_ADDR WS_ADDR` it
 //! serves real clients (open `http://WS_ADDR/` in a browser).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use may::go;
@@ -25,8 +25,19 @@ use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Message, WebSocket};
 
-/// RFC 1459: 512 bytes with the CRLF.
-const MAX_LINE: usize = 512;
+#[path = "steps_common.rs"]
+mod steps_common;
+use steps_common::{next_line, parse, Bot, Deliver, MAX_LINE};
+
+/// Every room's members, each with its writer's outbox.
+type Rooms = steps_common::Rooms<Outbox>;
+
+impl Deliver for Outbox {
+    fn deliver(&self, line: String) {
+        let _ = self.send(Out::Line(line));
+    }
+}
+
 /// An HTTP request head, and a WebSocket frame or message, at most.
 const MAX_HEAD: usize = 8192;
 
@@ -294,20 +305,6 @@ fn serve_tcp(stream: TcpStream, id: u64, rooms: Arc<Rooms>) -> io::Result<()> {
     Ok(())
 }
 
-/// Read one line of at most `MAX_LINE` bytes without its CRLF; None at the
-/// end (EOF, an error, a line too long or not UTF-8: this step just hangs up).
-fn next_line(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut buf = Vec::new();
-    let n = Read::take(reader, MAX_LINE as u64)
-        .read_until(b'\n', &mut buf)
-        .ok()?;
-    if n == 0 || buf.last() != Some(&b'\n') {
-        return None;
-    }
-    let line = String::from_utf8(buf).ok()?;
-    Some(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
 /// A client, as its connection's coroutine sees it.
 struct Client {
     id: u64,
@@ -319,59 +316,6 @@ impl Client {
     fn send(&self, line: String) {
         let _ = self.out.send(Out::Line(line));
     }
-}
-
-/// Every room's members: id → (nick, outbox). A std `Mutex`, held only for
-/// map updates and channel sends (which never park), never across a yield.
-/// One room's members: id → (nick, sender).
-type Members = BTreeMap<u64, (String, Outbox)>;
-
-#[derive(Default)]
-struct Rooms(Mutex<HashMap<String, Members>>);
-
-impl Rooms {
-    fn join(&self, room: &str, client: &Client, nick: &str) {
-        let mut rooms = self.0.lock().unwrap();
-        let members = rooms.entry(room.to_owned()).or_default();
-        members.insert(client.id, (nick.to_owned(), client.out.clone()));
-        for (_, out) in members.values() {
-            let _ = out.send(Out::Line(format!(":{nick} JOIN {room}")));
-        }
-    }
-
-    fn say(&self, room: &str, from: &Client, nick: &str, text: &str) -> bool {
-        let rooms = self.0.lock().unwrap();
-        let Some(members) = rooms.get(room).filter(|m| m.contains_key(&from.id)) else {
-            return false;
-        };
-        for (id, (_, out)) in members {
-            if *id != from.id {
-                let _ = out.send(Out::Line(format!(":{nick} PRIVMSG {room} :{text}")));
-            }
-        }
-        true
-    }
-
-    fn leave_all(&self, id: u64) {
-        let mut rooms = self.0.lock().unwrap();
-        for members in rooms.values_mut() {
-            members.remove(&id);
-        }
-        rooms.retain(|_, members| !members.is_empty());
-    }
-}
-
-/// `COMMAND a b :trailing` → ("COMMAND", ["a", "b", "trailing"]).
-fn parse(line: &str) -> (String, Vec<String>) {
-    let (head, trailing) = match line.split_once(" :") {
-        Some((head, trailing)) => (head, Some(trailing)),
-        None => (line, None),
-    };
-    let mut words = head.split_whitespace();
-    let command = words.next().unwrap_or("").to_ascii_uppercase();
-    let mut params: Vec<String> = words.map(str::to_owned).collect();
-    params.extend(trailing.map(str::to_owned));
-    (command, params)
 }
 
 /// Handle one line; false when the client quit.
@@ -389,9 +333,11 @@ fn handle(client: &mut Client, rooms: &Rooms, line: &str) -> bool {
         }
         ("USER" | "PONG", _) => {}
         (_, None) => client.send(":chat.local 451 * :You have not registered".into()),
-        ("JOIN", Some(nick)) if !params.is_empty() => rooms.join(&params[0], client, &nick),
+        ("JOIN", Some(nick)) if !params.is_empty() => {
+            rooms.join(&params[0], client.id, &nick, &client.out)
+        }
         ("PRIVMSG", Some(nick)) if params.len() == 2 => {
-            if !rooms.say(&params[0], client, &nick, &params[1]) {
+            if !rooms.say(&params[0], client.id, &nick, &params[1]) {
                 client.send(format!(
                     ":chat.local 404 {nick} {} :Cannot send to channel",
                     params[0]
@@ -428,40 +374,6 @@ fn start(irc: &str, ws: &str) -> io::Result<(SocketAddr, SocketAddr)> {
         });
     }
     Ok(addrs)
-}
-
-/// A scripted TCP client on a plain OS thread (std sockets are fine there).
-struct Bot {
-    reader: BufReader<std::net::TcpStream>,
-    writer: std::net::TcpStream,
-}
-
-impl Bot {
-    fn join(addr: SocketAddr, nick: &str) -> io::Result<Bot> {
-        let writer = std::net::TcpStream::connect(addr)?;
-        writer.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut bot = Bot {
-            reader: BufReader::new(writer.try_clone()?),
-            writer,
-        };
-        bot.writer.write_all(
-            format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #lobby\r\n").as_bytes(),
-        )?;
-        bot.until(&format!(":{nick} JOIN"))?;
-        Ok(bot)
-    }
-
-    fn until(&mut self, end: &str) -> io::Result<String> {
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, end.to_owned()));
-            }
-            if line.contains(end) {
-                return Ok(line.trim_end().to_owned());
-            }
-        }
-    }
 }
 
 /// Open a WebSocket to `/irc` on a std socket (this runs on an OS thread):
@@ -515,7 +427,7 @@ fn demo(irc: SocketAddr, web: SocketAddr) -> io::Result<()> {
         PAGE.len()
     );
 
-    let mut tom = Bot::join(irc, "tom")?;
+    let mut tom = Bot::join(irc, "tom", "#lobby")?;
     let (head, mut wes) = ws_connect(web, "text.ircv3.net")?;
     for line in head
         .lines()
@@ -528,12 +440,12 @@ fn demo(irc: SocketAddr, web: SocketAddr) -> io::Result<()> {
     }
     println!("wes (WebSocket) reads: {}", ws_line(&mut wes)?);
     println!("wes (WebSocket) reads: {}", ws_line(&mut wes)?);
-    println!("tom (TCP) reads:       {}", tom.until(":wes JOIN")?);
+    println!("tom (TCP) reads:       {}", tom.wait_for(":wes JOIN")?);
     wes.send(Message::text(
         "PRIVMSG #lobby :hello from a browser's transport\r\n",
     ))
     .map_err(io::Error::other)?;
-    println!("tom (TCP) reads:       {}", tom.until("PRIVMSG")?);
+    println!("tom (TCP) reads:       {}", tom.wait_for("PRIVMSG")?);
     tom.writer
         .write_all(b"PRIVMSG #lobby :hello back over plain TCP\r\n")?;
     println!("wes (WebSocket) reads: {}", ws_line(&mut wes)?);
@@ -606,7 +518,7 @@ mod tests {
         }
         assert!(ws_line(&mut ws).unwrap().contains(" 001 w "));
         assert_eq!(ws_line(&mut ws).unwrap(), ":w JOIN #lobby");
-        let mut tom = Bot::join(irc, "tom").unwrap();
+        let mut tom = Bot::join(irc, "tom", "#lobby").unwrap();
         // Pings between lines: each pong comes back whole, between text frames.
         for i in 0..20 {
             ws.send(Message::Ping(format!("p{i}").into_bytes().into()))
@@ -630,7 +542,7 @@ mod tests {
         ))
         .unwrap();
         assert!(tom
-            .until("binary")
+            .wait_for("binary")
             .unwrap()
             .ends_with("binary is fine if UTF-8"));
     }

@@ -39,6 +39,7 @@ pub fn check(examples: &HashMap<String, (String, bool)>, listing: &str) -> Resul
         ),
     };
     match examples.get(&listing) {
+        None if included_by_a_tested_example(examples, &listing) => Ok(()),
         None => Err(format!(
             "{listing} is not an [[example]] in Cargo.toml, so nothing compiles it"
         )),
@@ -50,4 +51,23 @@ pub fn check(examples: &HashMap<String, (String, bool)>, listing: &str) -> Resul
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// A file that steps share (`<chapter>/steps_common.rs`) is no example of
+/// its own: a tested example beside it includes it with
+/// `#[path = "<file name>"] mod ...;`, so cargo compiles it, and runs its
+/// tests, with that example.
+fn included_by_a_tested_example(examples: &HashMap<String, (String, bool)>, listing: &str) -> bool {
+    let path = std::path::Path::new(listing);
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    let attribute = format!("#[path = \"{name}\"]");
+    examples.iter().any(|(example, (_, tested))| {
+        let example = std::path::Path::new(example);
+        *tested
+            && example.parent() == path.parent()
+            && std::fs::read_to_string(super::chapters::root().join(example))
+                .is_ok_and(|source| source.contains(&attribute))
+    })
 }
