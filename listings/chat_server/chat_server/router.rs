@@ -1390,6 +1390,30 @@ mod tests {
                 .collect()
         }
 
+        /// A net with client 1 connected, not registered.
+        fn connected() -> Net {
+            let mut net = Net::new();
+            net.connect(1);
+            net
+        }
+
+        /// A net with client 1 registered as `nicks[0]`, 2 as `nicks[1]`, ...
+        fn registered(nicks: &[&str]) -> Net {
+            let mut net = Net::new();
+            for (n, nick) in (1..).zip(nicks) {
+                net.register(n, nick);
+            }
+            net
+        }
+
+        /// For each `(line, codes)`: client `n` sends `line` and gets the
+        /// numerics `codes` (space-separated), in that order.
+        fn assert_codes(&mut self, n: u64, cases: &[(&str, &str)]) {
+            for (line, want) in cases {
+                assert_eq!(self.codes(n, line).join(" "), *want, "{line}");
+            }
+        }
+
         fn register(&mut self, n: u64, nick: &str) {
             self.connect(n);
             assert!(self.line(n, &format!("NICK {nick}")).is_empty());
@@ -1431,8 +1455,7 @@ mod tests {
 
     #[test]
     fn registration_sends_the_welcome_numerics() {
-        let mut net = Net::new();
-        net.connect(1);
+        let mut net = Net::connected();
         assert!(net.line(1, "NICK alice").is_empty());
         let out = net.line(1, "USER al 0 * :Alice Liddell");
         assert_eq!(
@@ -1458,8 +1481,7 @@ mod tests {
 
     #[test]
     fn commands_before_registration_get_451_and_unknown_ones_421() {
-        let mut net = Net::new();
-        net.connect(1);
+        let mut net = Net::connected();
         assert_eq!(net.codes(1, "JOIN #a"), ["451"]);
         assert_eq!(net.codes(1, "FOO"), ["451"]);
         assert_eq!(
@@ -1479,8 +1501,7 @@ mod tests {
 
     #[test]
     fn cap_negotiation_holds_registration_until_cap_end() {
-        let mut net = Net::new();
-        net.connect(1);
+        let mut net = Net::connected();
         let ls = net.line(1, "CAP LS 302");
         assert_eq!(ls, [to(1, ":chat.local CAP * LS :server-time sasl=PLAIN")]);
         assert_eq!(
@@ -1508,9 +1529,7 @@ mod tests {
 
     #[test]
     fn two_users_join_and_talk() {
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "bob2");
+        let mut net = Net::registered(&["alice", "bob2"]);
         let join = net.line(1, "JOIN #Rust");
         assert_eq!(
             join,
@@ -1544,16 +1563,19 @@ mod tests {
 
     #[test]
     fn message_misuse_gets_its_numeric_but_notice_never_does() {
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "carol");
+        let mut net = Net::registered(&["alice", "carol"]);
         net.line(2, "JOIN #b");
-        assert_eq!(net.codes(1, "PRIVMSG"), ["411"]);
-        assert_eq!(net.codes(1, "PRIVMSG #b"), ["412"]);
-        assert_eq!(net.codes(1, "PRIVMSG #b :"), ["412"]);
-        assert_eq!(net.codes(1, "PRIVMSG nobody :hi"), ["401"]);
-        assert_eq!(net.codes(1, "PRIVMSG #none :hi"), ["403"]);
-        assert_eq!(net.codes(1, "PRIVMSG #b :hi"), ["404"]);
+        net.assert_codes(
+            1,
+            &[
+                ("PRIVMSG", "411"),
+                ("PRIVMSG #b", "412"),
+                ("PRIVMSG #b :", "412"),
+                ("PRIVMSG nobody :hi", "401"),
+                ("PRIVMSG #none :hi", "403"),
+                ("PRIVMSG #b :hi", "404"),
+            ],
+        );
         for line in [
             "NOTICE",
             "NOTICE #b",
@@ -1574,9 +1596,7 @@ mod tests {
 
     #[test]
     fn a_relayed_line_fits_in_512_bytes() {
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "carol");
+        let mut net = Net::registered(&["alice", "carol"]);
         net.line(1, "JOIN #b");
         net.line(2, "JOIN #b");
         let text = "é".repeat(240); // 480 bytes: fits in, not with a prefix
@@ -1620,10 +1640,7 @@ mod tests {
 
     #[test]
     fn a_nick_change_is_seen_once_by_everyone_sharing_a_room() {
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "carol");
-        net.register(3, "erin");
+        let mut net = Net::registered(&["alice", "carol", "erin"]);
         for room in ["#a", "#b"] {
             net.line(1, &format!("JOIN {room}"));
             net.line(2, &format!("JOIN {room}"));
@@ -1645,14 +1662,17 @@ mod tests {
 
     #[test]
     fn part_topic_and_not_on_channel() {
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "carol");
+        let mut net = Net::registered(&["alice", "carol"]);
         net.line(1, "JOIN #a");
         assert_eq!(net.codes(1, "TOPIC #a"), ["331"]);
-        assert_eq!(net.codes(2, "TOPIC #a :mine"), ["442"]);
-        assert_eq!(net.codes(2, "TOPIC #zz"), ["403"]);
-        assert_eq!(net.codes(2, "TOPIC"), ["461"]);
+        net.assert_codes(
+            2,
+            &[
+                ("TOPIC #a :mine", "442"),
+                ("TOPIC #zz", "403"),
+                ("TOPIC", "461"),
+            ],
+        );
         // Longer than TOPICLEN (20 here): cut to it.
         let set = net.line(1, "TOPIC #a :a topic that is far too long");
         assert_eq!(
@@ -1685,9 +1705,7 @@ mod tests {
     #[test]
     fn rooms_are_capped_per_client_and_on_the_server() {
         // 3 rooms a client, 5 on the server.
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "carol");
+        let mut net = Net::registered(&["alice", "carol"]);
         let out = net.line(1, "JOIN #1,#2,#3,#4");
         assert_eq!(
             out.last().unwrap(),
@@ -1717,9 +1735,7 @@ mod tests {
 
     #[test]
     fn names_list_who_and_mode() {
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "carol");
+        let mut net = Net::registered(&["alice", "carol"]);
         net.line(1, "JOIN #a,#b");
         net.line(2, "JOIN #a");
         net.line(1, "TOPIC #b :quiet");
@@ -1751,14 +1767,19 @@ mod tests {
                 to(2, ":chat.local 315 carol #a :End of WHO list"),
             ]
         );
-        assert_eq!(net.codes(2, "WHO alice"), ["352", "315"]);
-        assert_eq!(net.codes(2, "WHO nobody"), ["315"]);
-        assert_eq!(net.codes(2, "MODE #a"), ["324"]);
-        assert_eq!(net.codes(2, "MODE #a b"), ["368"]);
-        assert_eq!(net.codes(2, "MODE #a +m"), ["482"]);
-        assert_eq!(net.codes(2, "MODE carol"), ["221"]);
-        assert_eq!(net.codes(2, "MODE carol +w"), ["501"]);
-        assert_eq!(net.codes(2, "MODE alice"), ["502"]);
+        net.assert_codes(
+            2,
+            &[
+                ("WHO alice", "352 315"),
+                ("WHO nobody", "315"),
+                ("MODE #a", "324"),
+                ("MODE #a b", "368"),
+                ("MODE #a +m", "482"),
+                ("MODE carol", "221"),
+                ("MODE carol +w", "501"),
+                ("MODE alice", "502"),
+            ],
+        );
     }
 
     #[test]
@@ -1777,9 +1798,7 @@ mod tests {
 
     #[test]
     fn quit_and_close_free_the_nick_and_tell_the_rooms() {
-        let mut net = Net::new();
-        net.register(1, "alice");
-        net.register(2, "carol");
+        let mut net = Net::registered(&["alice", "carol"]);
         net.line(1, "JOIN #a");
         net.line(2, "JOIN #a");
         let out = net.line(1, "QUIT :gone fishing");
@@ -1861,8 +1880,7 @@ mod tests {
 
     #[test]
     fn sasl_plain_logs_in_before_registration() {
-        let mut net = Net::new();
-        net.connect(1);
+        let mut net = Net::connected();
         net.line(1, "CAP LS 302");
         net.line(1, "NICK bob");
         net.line(1, "USER bob 0 * :Bob");
@@ -1895,8 +1913,7 @@ mod tests {
 
     #[test]
     fn sasl_failures_are_904_905_906() {
-        let mut net = Net::new();
-        net.connect(1);
+        let mut net = Net::connected();
         net.line(1, "CAP LS 302");
         net.line(1, "AUTHENTICATE PLAIN");
         let failed = net.line(1, "AUTHENTICATE bm90IHBsYWlu"); // "not plain"
@@ -1928,8 +1945,7 @@ mod tests {
 
     #[test]
     fn an_account_nick_needs_its_login() {
-        let mut net = Net::new();
-        net.connect(1);
+        let mut net = Net::connected();
         net.line(1, "NICK Bob");
         let out = net.line(1, "USER b 0 * :B");
         assert_eq!(
@@ -1948,8 +1964,7 @@ mod tests {
 
     #[test]
     fn pass_is_checked_at_registration() {
-        let mut net = Net::new();
-        net.connect(1);
+        let mut net = Net::connected();
         assert_eq!(net.codes(1, "PASS"), ["461"]);
         net.line(1, "PASS s3cret");
         net.line(1, "NICK bob");
