@@ -19,6 +19,8 @@ mod browser;
 mod client;
 #[path = "chat_server/irc_clients.rs"]
 mod irc_clients;
+#[path = "chat_server/irc_library.rs"]
+mod irc_library;
 #[path = "chat_server/run.rs"]
 mod run;
 #[path = "chat_server/websocket.rs"]
