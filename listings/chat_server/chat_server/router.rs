@@ -1151,12 +1151,16 @@ impl State {
                 ERR_USERSDONTMATCH,
                 &[":Cannot change mode for other users"],
             )
-        } else if change.is_some() {
-            self.numeric(
-                id,
-                ERR_UMODEUNKNOWNFLAG,
-                &[":User modes cannot be changed here"],
-            )
+        } else if let Some(change) = change {
+            // Everyone is +i already: irssi's `MODE nick +i` on connect
+            // changes nothing, so it gets nothing back.
+            if !change.trim_start_matches('+').chars().all(|c| c == 'i') {
+                self.numeric(
+                    id,
+                    ERR_UMODEUNKNOWNFLAG,
+                    &[":User modes cannot be changed here"],
+                )
+            }
         } else {
             self.numeric(id, RPL_UMODEIS, &["+i"])
         }
@@ -1777,6 +1781,8 @@ mod tests {
                 ("MODE #a +m", "482"),
                 ("MODE carol", "221"),
                 ("MODE carol +w", "501"),
+                ("MODE carol +i", ""),
+                ("MODE carol -i", "501"),
                 ("MODE alice", "502"),
             ],
         );
