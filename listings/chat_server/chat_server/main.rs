@@ -420,7 +420,7 @@ impl Demo {
         let ca = self.file("ca.pem");
         let mut text = format!(
             "demo: account {name} / {password} in {} (removed at exit)\n\
-             \x20 irssi:   irssi -c {} -p {} -n alice   (log in: /quote PASS {name}:{password} before registering, or SASL PLAIN)\n\
+             \x20 irssi:   irssi -c {} -p {} -n alice   (log in: add -w {name}:{password}, or use SASL PLAIN)\n\
              \x20 nc:      nc {} {}   then type NICK alice, USER alice 0 * :Alice, JOIN #demo, PRIVMSG #demo :hello\n",
             self.file("chat.db").display(),
             a.irc.ip(),
@@ -433,9 +433,10 @@ impl Demo {
         }
         if let Some(tls) = a.tls {
             text += &format!(
-                "  TLS:     openssl s_client -connect {tls} -CAfile {}   (irssi: -tls -tls_cafile {})\n",
+                "  TLS:     openssl s_client -connect {tls} -CAfile {}   (irssi: /connect -tls -tls_cafile {} localhost {}; irssi checks only a certificate's DNS names)\n",
                 ca.display(),
-                ca.display()
+                ca.display(),
+                tls.port()
             );
         }
         if as_json {
