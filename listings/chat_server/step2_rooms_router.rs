@@ -16,10 +16,9 @@
 //! clients (irssi, nc) until Ctrl-C.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use may::go;
 use may::net::TcpListener;
@@ -34,7 +33,11 @@ use may_patterns::shutdown::Shutdown;
 #[path = "chat_server/irc.rs"]
 mod irc;
 
-use irc::{numeric, Message, MAX_LINE};
+use irc::{numeric, Message};
+
+#[path = "steps_common.rs"]
+mod steps_common;
+use steps_common::{read_line, Client, Line, Running};
 
 /// The name the server gives itself in replies (`:chat.local 403 ...`).
 const SERVER: &str = "chat.local";
@@ -294,47 +297,6 @@ fn reader(conn: Conn, id: u64, router: &Sender<Event>) -> io::Result<()> {
 }
 // ANCHOR_END: reader
 
-/// What one read of a line gave.
-enum Line {
-    /// A line, without its CR/LF; bytes that are not UTF-8 become U+FFFD.
-    Text(String),
-    /// More than `MAX_LINE` bytes without a line feed: the rest of that
-    /// line is skipped.
-    TooLong,
-    /// The client closed the connection (or it broke).
-    End,
-}
-
-/// Read one line of at most `MAX_LINE` bytes, CRLF (or a bare LF) included.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Line> {
-    let mut buf = Vec::new();
-    match reader.take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
-        Ok(0) => return Ok(Line::End),
-        Ok(_) => {}
-        Err(e) if e.kind() != io::ErrorKind::Interrupted => return Ok(Line::End),
-        Err(e) => return Err(e),
-    }
-    if buf.last() != Some(&b'\n') {
-        if buf.len() < MAX_LINE {
-            return Ok(Line::End); // an EOF in the middle of a line
-        }
-        // Skip to the end of the long line, a bounded piece at a time.
-        loop {
-            buf.clear();
-            match reader.take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => return Ok(Line::End),
-                Ok(_) if buf.last() == Some(&b'\n') => return Ok(Line::TooLong),
-                Ok(_) => {}
-            }
-        }
-    }
-    buf.pop();
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    Ok(Line::Text(String::from_utf8_lossy(&buf).into_owned()))
-}
-
 // ANCHOR: serve
 /// Accept clients until `shutdown` (with `may_patterns::server`, as step 1
 /// does): one reader coroutine each, and one router for all of them.
@@ -348,12 +310,6 @@ fn serve(listener: TcpListener, shutdown: &Shutdown) -> io::Result<server::Repor
     })
 }
 // ANCHOR_END: serve
-
-/// The server, running on its own thread.
-struct Running {
-    addr: SocketAddr,
-    thread: std::thread::JoinHandle<io::Result<server::Report>>,
-}
 
 /// Start `serve` on a thread of its own (`server::run` returns only when
 /// the server has stopped).
@@ -394,59 +350,6 @@ fn demo(addr: SocketAddr) -> io::Result<Vec<Vec<String>>> {
     Ok(vec![one.seen, two.seen, three.seen])
 }
 // ANCHOR_END: demo
-
-/// A scripted client on a plain OS thread (std sockets block their thread,
-/// which is fine off may's workers), keeping every line it received.
-struct Client {
-    reader: BufReader<std::net::TcpStream>,
-    writer: std::net::TcpStream,
-    seen: Vec<String>,
-}
-
-impl Client {
-    /// Connect, and wait until the router knows the client (a PING's PONG
-    /// comes back through it), so ids follow the order of the calls.
-    fn connect(addr: SocketAddr) -> Client {
-        let writer = std::net::TcpStream::connect(addr).expect("the server accepts");
-        // A bound, not a synchronisation: every expected line comes in
-        // microseconds, and a missing one fails the demo instead of hanging.
-        writer
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut client = Client {
-            reader: BufReader::new(writer.try_clone().unwrap()),
-            writer,
-            seen: Vec::new(),
-        };
-        client.send("PING hello").unwrap();
-        client.next().unwrap();
-        client.seen.clear();
-        client
-    }
-
-    fn send(&mut self, line: &str) -> io::Result<()> {
-        self.writer.write_all(format!("{line}\r\n").as_bytes())
-    }
-
-    fn next(&mut self) -> io::Result<String> {
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let line = line.trim_end_matches(['\r', '\n']).to_string();
-        self.seen.push(line.clone());
-        Ok(line)
-    }
-
-    /// Read the next line and check it is `want`.
-    fn expect(&mut self, want: &str) -> io::Result<()> {
-        let line = self.next()?;
-        if line == want {
-            Ok(())
-        } else {
-            let msg = format!("expected {want:?}, got {line:?}");
-            Err(io::Error::new(io::ErrorKind::InvalidData, msg))
-        }
-    }
-}
 
 fn main() {
     configure_once(Settings {

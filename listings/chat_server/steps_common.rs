@@ -1,10 +1,12 @@
-//! What steps 6 to 10 share. Each of those steps is a small server in the
-//! manner of step 3 plus one idea (flood control, accounts, history,
-//! WebSocket, TLS); the small server's parts that do not change from one
-//! step to the next are here, once: the line reader, the line parser, the
-//! rooms map, and the test client the demos and tests drive it with.
-//! A step includes this file with `#[path = "steps_common.rs"] mod
-//! steps_common;` and names what it uses at its top.
+//! What the chat server's steps share, written once. A step includes this
+//! file with `#[path = "steps_common.rs"] mod steps_common;` and names what
+//! it uses at its top.
+//!
+//! - Steps 2 and 3 (one router for every client): the line reader that
+//!   skips a line too long, the running server, the scripted client.
+//! - Steps 6 to 10, each a small server in the manner of step 3 plus one
+//!   idea (flood control, accounts, history, WebSocket, TLS): the line
+//!   reader, the line parser, the rooms map and the test client.
 
 // Each step uses only some of these.
 #![allow(dead_code)]
@@ -16,6 +18,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use may::sync::mpsc;
+use may_patterns::server;
+
+// Steps 6 to 10.
 
 /// RFC 1459: 512 bytes with the CRLF.
 pub const MAX_LINE: usize = 512;
@@ -185,5 +190,108 @@ impl Bot {
             .until(what)?
             .pop()
             .expect("until returns the line it stopped at"))
+    }
+}
+
+// Steps 2 and 3: the router's line reader, the running server and the
+// scripted client of their demos and tests.
+
+/// What one read of a line gave.
+pub enum Line {
+    /// A line, without its CR/LF; bytes that are not UTF-8 become U+FFFD.
+    Text(String),
+    /// More than `MAX_LINE` bytes without a line feed: the rest of that
+    /// line is skipped.
+    TooLong,
+    /// The client closed the connection (or it broke).
+    End,
+}
+
+/// Read one line of at most `MAX_LINE` bytes, CRLF (or a bare LF) included.
+pub fn read_line(reader: &mut impl BufRead) -> io::Result<Line> {
+    let mut buf = Vec::new();
+    match reader.take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+        Ok(0) => return Ok(Line::End),
+        Ok(_) => {}
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => return Ok(Line::End),
+        Err(e) => return Err(e),
+    }
+    if buf.last() != Some(&b'\n') {
+        if buf.len() < MAX_LINE {
+            return Ok(Line::End); // an EOF in the middle of a line
+        }
+        // Skip to the end of the long line, a bounded piece at a time.
+        loop {
+            buf.clear();
+            match reader.take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return Ok(Line::End),
+                Ok(_) if buf.last() == Some(&b'\n') => return Ok(Line::TooLong),
+                Ok(_) => {}
+            }
+        }
+    }
+    buf.pop();
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Line::Text(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+/// The server, running on its own thread.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub thread: std::thread::JoinHandle<io::Result<server::Report>>,
+}
+
+/// A scripted client on a plain OS thread (std sockets block their thread,
+/// which is fine off may's workers), keeping every line it received.
+pub struct Client {
+    pub reader: BufReader<std::net::TcpStream>,
+    pub writer: std::net::TcpStream,
+    pub seen: Vec<String>,
+}
+
+impl Client {
+    /// Connect, and wait until the router knows the client (a PING's PONG
+    /// comes back through it), so ids follow the order of the calls.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let writer = std::net::TcpStream::connect(addr).expect("the server accepts");
+        // A bound, not a synchronisation: every expected line comes in
+        // microseconds, and a missing one fails the demo instead of hanging.
+        writer
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut client = Client {
+            reader: BufReader::new(writer.try_clone().unwrap()),
+            writer,
+            seen: Vec::new(),
+        };
+        client.send("PING hello").unwrap();
+        client.next().unwrap();
+        client.seen.clear();
+        client
+    }
+
+    pub fn send(&mut self, line: &str) -> io::Result<()> {
+        self.writer.write_all(format!("{line}\r\n").as_bytes())
+    }
+
+    pub fn next(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        self.seen.push(line.clone());
+        Ok(line)
+    }
+
+    /// Read the next line and check it is `want`.
+    pub fn expect(&mut self, want: &str) -> io::Result<()> {
+        let line = self.next()?;
+        if line == want {
+            Ok(())
+        } else {
+            let msg = format!("expected {want:?}, got {line:?}");
+            Err(io::Error::new(io::ErrorKind::InvalidData, msg))
+        }
     }
 }
