@@ -5,7 +5,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,6 +23,9 @@ fn micros_now() -> u64 {
     epoch().elapsed().as_micros() as u64
 }
 
+/// How many bots may be connecting and registering at once.
+const CONNECTING: usize = 8;
+
 /// What every bot's reader reports into.
 #[derive(Default)]
 struct Shared {
@@ -32,6 +36,8 @@ struct Shared {
     last_delivery: AtomicU64,
     /// Readers that ended: the server closed them (or an error did).
     gone: AtomicU64,
+    /// Ask the kernel for an immediate ACK before each read (`quick_ack`).
+    quickack: AtomicBool,
 }
 
 /// One bot's record of delivery latencies (µs) in the current phase. A
@@ -78,14 +84,33 @@ impl Phase {
 }
 
 impl Bots {
-    /// Connect `n` bots to `addr`; returns once every one is registered and
-    /// has joined its room (its 366, end of NAMES, arrived).
-    pub fn connect(addr: SocketAddr, n: usize, rooms: usize) -> Bots {
+    /// Connect `n` bots to `addr`, bot `i` nicknamed `{nick}{i}`; returns
+    /// once every one is registered and has joined its room (its 366, end
+    /// of NAMES, arrived).
+    pub fn connect(addr: SocketAddr, n: usize, rooms: usize, nick: &str) -> Bots {
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = may::sync::mpsc::channel::<Result<(), String>>();
         let mut writers = Vec::with_capacity(n);
         let mut samples = Vec::with_capacity(n);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut joined = 0;
+        let wait_for_one = |joined: &mut usize| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ready_rx.recv_timeout(left) {
+                Ok(Ok(())) => *joined += 1,
+                Ok(Err(e)) => panic!("a bot did not get in: {e}"),
+                Err(_) => panic!("{n} bots did not all register and join within 60 s"),
+            }
+        };
         for i in 0..n {
+            // ngircd listens with a backlog of 10 (`ss -ltn` shows it) and
+            // accepts a few clients per turn of its loop: a burst of
+            // connects overflows the backlog, and each dropped SYN costs
+            // the bot a one-second retransmit. So at most `CONNECTING` bots
+            // are on their way in at once.
+            while i - joined >= CONNECTING {
+                wait_for_one(&mut joined);
+            }
             // std's connect on this OS thread, then the socket goes to may:
             // may 0.3.51's own connect has the race the Pitfalls reference
             // documents.
@@ -99,16 +124,11 @@ impl Bots {
             samples.push(mine.clone());
             let (shared, ready) = (shared.clone(), ready_tx.clone());
             let room = format!("#room{}", i % rooms);
-            may::go!(move || read(stream, i, &room, &shared, &mine, ready));
+            let nick = format!("{nick}{i}");
+            may::go!(move || read(stream, &nick, &room, &shared, &mine, ready));
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match ready_rx.recv_timeout(left) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("a bot did not get in: {e}"),
-                Err(_) => panic!("{n} bots did not all register and join within 60 s"),
-            }
+        while joined < n {
+            wait_for_one(&mut joined);
         }
         Bots {
             n,
@@ -191,6 +211,13 @@ impl Bots {
         }
     }
 
+    /// From now on every reader sets `TCP_QUICKACK` before each read that
+    /// will wait for the socket, so the bot's kernel acknowledges what it
+    /// receives at once instead of delaying the ACK.
+    pub fn quick_acks(&self, on: bool) {
+        self.shared.quickack.store(on, Ordering::SeqCst);
+    }
+
     /// Say QUIT on every connection (the server sees clients leave, not
     /// resets).
     pub fn quit(mut self) {
@@ -233,14 +260,13 @@ fn send(
 /// every room line of the current phase and note how late it came.
 fn read(
     stream: TcpStream,
-    bot: usize,
+    nick: &str,
     room: &str,
     shared: &Shared,
     samples: &Samples,
     ready: may::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let mut out = stream.try_clone().unwrap();
-    let nick = format!("b{bot}");
     let hello = format!("NICK {nick}\r\nUSER {nick} 0 * :bench bot\r\n");
     if let Err(e) = out.write_all(hello.as_bytes()) {
         let _ = ready.send(Err(format!("{nick}: {e}")));
@@ -250,8 +276,12 @@ fn read(
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
     let mut line = Vec::with_capacity(512);
     let mut joined = false;
+    let fd = reader.get_ref().as_raw_fd();
     loop {
         line.clear();
+        if reader.buffer().is_empty() && shared.quickack.load(Ordering::Relaxed) {
+            quick_ack(fd);
+        }
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
@@ -282,6 +312,20 @@ fn read(
         let _ = ready.send(Err(format!("{nick}: the server closed before the JOIN")));
     }
     shared.gone.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Linux's `TCP_QUICKACK`: acknowledge received data at once, for a while
+/// (the kernel drops back to delayed ACKs by itself, so it is set again
+/// before each read). No libc dependency for one call: its declaration.
+fn quick_ack(fd: RawFd) {
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
+    }
+    const IPPROTO_TCP: i32 = 6;
+    const TCP_QUICKACK: i32 = 12;
+    let one: i32 = 1;
+    // Safety: `fd` is this reader's open socket; `one` outlives the call.
+    unsafe { setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, 4) };
 }
 
 /// A room line `... :p=PHASE t=MICROS b=BOT`: counted if it is of the

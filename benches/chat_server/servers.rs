@@ -1,6 +1,7 @@
 //! The two servers the bench compares, each started in its own process on
 //! a loopback port, and what /proc says about them.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -158,14 +159,49 @@ impl Server {
 
     /// User + system CPU time the process has used so far.
     pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // The command name (field 2) is in parentheses and may hold
-        // spaces: count fields after its closing parenthesis.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after.split(' ').collect();
-        // Fields 14 and 15 of proc(5), counted from field 3 here.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+        cpu_of(self.pid())
+    }
+}
+
+/// User + system CPU time process `pid` has used so far (all its threads).
+pub fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name (field 2) is in parentheses and may hold
+    // spaces: count fields after its closing parenthesis.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 of proc(5), counted from field 3 here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+impl Server {
+    /// The process's memory mappings grouped by size: for each size in
+    /// KiB, how many mappings have it and their resident KiB in total
+    /// (/proc/PID/smaps). A coroutine's stack is one mapping of its size.
+    pub fn mappings(&self) -> BTreeMap<u64, (u64, u64)> {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.pid()))
+            .unwrap_or_else(|e| panic!("{}: /proc/{}/smaps: {e}", self.name, self.pid()));
+        let mut groups = BTreeMap::new();
+        let mut size = 0;
+        for line in smaps.lines() {
+            if let Some(rss) = line.strip_prefix("Rss:") {
+                let kib: u64 = rss.trim().trim_end_matches("kB").trim().parse().unwrap();
+                let group: &mut (u64, u64) = groups.entry(size).or_default();
+                group.0 += 1;
+                group.1 += kib;
+            } else if let Some((range, _)) = line.split_once(' ') {
+                // A mapping's first line: `start-end perms ...` in hex.
+                if let Some((start, end)) = range.split_once('-') {
+                    if let (Ok(start), Ok(end)) =
+                        (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+                    {
+                        size = (end - start) / 1024;
+                    }
+                }
+            }
+        }
+        groups
     }
 }
 
