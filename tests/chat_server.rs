@@ -17,6 +17,8 @@ mod bad_input;
 mod browser;
 #[path = "chat_server/client.rs"]
 mod client;
+#[path = "chat_server/frozen_client.rs"]
+mod frozen_client;
 #[path = "chat_server/irc_clients.rs"]
 mod irc_clients;
 #[path = "chat_server/irc_library.rs"]

@@ -1075,10 +1075,18 @@ mod tests {
             most <= sendq,
             "the frozen outbox held {most} > {sendq} bytes"
         );
+        // Nobody drains it after the cut: what it holds is what it held then,
+        // within one flood line of the limit (its welcome lines are shorter).
+        let line = sendq / 10;
+        let at_cut = frozen.queued_bytes();
+        assert!(
+            sendq - line < at_cut && at_cut <= sendq,
+            "{at_cut} at the cut"
+        );
         assert_eq!(frozen.close_reason().as_deref(), Some("SendQ exceeded"));
         assert!(boxes[0].2.load(Ordering::SeqCst), "its socket was shut");
         let want: Vec<String> = (0..200)
-            .map(|n| format!(":f!f@127.0.0.1 PRIVMSG #r :{n:03}{}", &text[3..]))
+            .map(|n| format!(":f!f@127.0.0.1 PRIVMSG #r {n:03}{}", &text[3..]))
             .collect();
         assert_eq!(got, want, "the slow reader got every line, in order");
         assert_eq!(boxes[1].0.close_reason(), None, "and was not cut");
