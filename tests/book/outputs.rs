@@ -95,22 +95,43 @@ const PARALLEL_RUNS: usize = 3;
 
 /// Build the examples (cargo test builds them only in test mode) and run each.
 pub fn check_all(expected: &[Expected]) -> Vec<String> {
+    let started = Instant::now();
     let examples_dir = super::support::build_examples(expected.iter().map(|e| e.example.as_str()));
+    println!("built the examples in {:.1?}", started.elapsed());
 
     let bless = std::env::var_os("BLESS").is_some();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let problems = std::sync::Mutex::new(Vec::new());
+    let took = std::sync::Mutex::new(Vec::new());
+    let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..PARALLEL_RUNS {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(e) = expected.get(i) else { break };
+                let one = Instant::now();
                 if let Some(problem) = check_one(&examples_dir, e, bless) {
                     problems.lock().unwrap().push(problem);
                 }
+                took.lock()
+                    .unwrap()
+                    .push((one.elapsed(), e.command.clone()));
             });
         }
     });
+    // Where the time goes (shown with `-- --nocapture`): the listings that
+    // run longest set how long this test takes.
+    let mut took = took.into_inner().unwrap();
+    took.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let total: Duration = took.iter().map(|t| t.0).sum();
+    println!(
+        "ran {} listings in {:.1?} ({PARALLEL_RUNS} at a time, {total:.1?} in all); the slowest:",
+        took.len(),
+        started.elapsed()
+    );
+    for (time, command) in took.iter().take(8) {
+        println!("  {time:>8.1?}  {command}");
+    }
     let mut problems = problems.into_inner().unwrap();
     problems.sort(); // each starts with the file's name: a stable report
     problems
