@@ -576,8 +576,10 @@ fn start(addr: &str, shutdown: &Shutdown, design: Design) -> io::Result<Running>
     Ok(Running { addr, thread })
 }
 
-/// Lines the flooder sends: enough to fill the frozen client's socket
-/// buffers (a few MB on Linux loopback) several times over.
+// ANCHOR: demo
+/// Lines the flooder sends, 8.9 MB relayed to each member: about twice
+/// what the frozen client's socket buffers held in step 3's run (the
+/// reading member got some 8,000 lines before the stall, on Linux loopback).
 const FLOOD_LINES: usize = 20_000;
 /// Bytes of text in each flood line, its number and time stamp included:
 /// a fixed width, so every line costs the same in an outbox.
@@ -591,7 +593,6 @@ const WINDOW: usize = 50;
 /// never writes again.
 const STALL: Duration = Duration::from_secs(1);
 
-// ANCHOR: demo
 /// What the reading member saw while the room was flooded.
 struct Seen {
     /// Flood lines it got (checked to come in order), and how long each
