@@ -608,7 +608,8 @@ fn sweep_one(w: &mut Watched, now: u64, t: &Timeouts, grace: u64) -> Sweep {
 }
 
 /// The sweeper: one OS thread for every client (so `std::thread::sleep`
-/// and a std lock are fine here), looking four times per ping interval.
+/// and a std lock are fine here), looking every quarter interval, at most
+/// a second apart.
 /// It ends when `stop` fires.
 fn start_sweeper(list: Arc<Watchlist>, t: Timeouts, stop: Shutdown) -> std::thread::JoinHandle<()> {
     let tick = (t.ping_interval / 4).min(Duration::from_secs(1));
