@@ -9,19 +9,20 @@
 //! coroutines check a password each, first on the workers, then on the
 //! blocking pool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use may::coroutine::Builder;
 use may::go;
+use may_patterns::blocking;
 use may_patterns::runtime::{configure_once, Settings};
-use may_patterns::{alarm, blocking};
 
-/// How often the ticker wants to run.
-const TICK: Duration = Duration::from_millis(5);
+// The ticker of step 7: `with_ticker` runs a closure while a coroutine wants
+// to run every `TICK`, and reports how late it was.
+#[path = "steps_common.rs"]
+mod steps_common;
+use steps_common::{with_ticker, TICK};
 
 /// 256 KiB, in words.
 const LOGIN_STACK_WORDS: usize = 0x8000;
@@ -67,35 +68,21 @@ fn check(place: Place, phc: &str, password: &str) -> bool {
 /// Four coroutines check a password each at `place` while a ticker runs;
 /// how long the logins took and the ticker's worst lateness.
 fn measure(place: Place, phc: &str) -> (Duration, Duration) {
-    let done = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let done = done.clone();
-        go!(move || {
-            let (mut next, mut worst) = (Instant::now(), Duration::ZERO);
-            while !done.load(Ordering::SeqCst) {
-                next += TICK;
-                alarm::shared().sleep(next.saturating_duration_since(Instant::now()));
-                worst = worst.max(Instant::now() - next);
-            }
-            worst
-        })
-    };
-    let start = Instant::now();
-    let logins: Vec<_> = (0..4)
-        .map(|_| {
-            let phc = phc.to_owned();
-            // argon2 on may's default 32 KiB stack overflowed it (debug
-            // build): the checks on a worker get 256 KiB.
-            let builder = Builder::new().stack_size(LOGIN_STACK_WORDS);
-            go!(builder, move || check(place, &phc, "correct horse")).expect("a coroutine")
-        })
-        .collect();
-    for login in logins {
-        assert!(login.join().expect("a login"), "the right password");
-    }
-    let took = start.elapsed();
-    done.store(true, Ordering::SeqCst);
-    (took, ticker.join().expect("the ticker"))
+    let ((), took, late) = with_ticker(|| {
+        let logins: Vec<_> = (0..4)
+            .map(|_| {
+                let phc = phc.to_owned();
+                // argon2 on may's default 32 KiB stack overflowed it (debug
+                // build): the checks on a worker get 256 KiB.
+                let builder = Builder::new().stack_size(LOGIN_STACK_WORDS);
+                go!(builder, move || check(place, &phc, "correct horse")).expect("a coroutine")
+            })
+            .collect();
+        for login in logins {
+            assert!(login.join().expect("a login"), "the right password");
+        }
+    });
+    (took, late)
 }
 
 fn main() {
@@ -116,6 +103,7 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn the_ticker_waits_for_hashes_on_the_workers_only() {

@@ -15,9 +15,8 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -26,14 +25,14 @@ use base64::Engine;
 use may::go;
 use may::net::{TcpListener, TcpStream};
 use may::sync::mpsc;
+use may_patterns::blocking;
 use may_patterns::clock::{Clock, MonotonicClock};
 use may_patterns::ratelimit::{Algorithm, Decision, Gcra, GcraState, Quota};
 use may_patterns::runtime::{configure_once, Settings};
-use may_patterns::{alarm, blocking};
 
 #[path = "steps_common.rs"]
 mod steps_common;
-use steps_common::{next_line, parse, Bot};
+use steps_common::{next_line, parse, with_ticker, Bot};
 
 /// Every room's members, each with its writer's channel.
 type Rooms = steps_common::Rooms<mpsc::Sender<String>>;
@@ -397,32 +396,6 @@ impl Bot {
         self.until_any(&[" 903 ", " 904 "])
     }
 }
-
-// ANCHOR: ticker
-/// Run `work` while a coroutine wants to tick every 5 ms; how long `work`
-/// took and the ticker's worst lateness (kept by `may_patterns::alarm`).
-fn with_ticker<T>(work: impl FnOnce() -> T) -> (T, Duration, Duration) {
-    let tick = Duration::from_millis(5);
-    let done = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let done = done.clone();
-        go!(move || {
-            let (mut next, mut worst) = (Instant::now(), Duration::ZERO);
-            while !done.load(Ordering::SeqCst) {
-                next += tick;
-                alarm::shared().sleep(next.saturating_duration_since(Instant::now()));
-                worst = worst.max(Instant::now() - next);
-            }
-            worst
-        })
-    };
-    let start = Instant::now();
-    let result = work();
-    let took = start.elapsed();
-    done.store(true, Ordering::SeqCst);
-    (result, took, ticker.join().expect("the ticker"))
-}
-// ANCHOR_END: ticker
 
 const USERS: [(&str, &str); 4] = [
     ("alice", "alice-password"),

@@ -7,6 +7,8 @@
 //! - Steps 6 to 10, each a small server in the manner of step 3 plus one
 //!   idea (flood control, accounts, history, WebSocket, TLS): the line
 //!   reader, the line parser, the rooms map and the test client.
+//! - Step 7 and `pitfall_hash_on_worker`: the ticker that shows how late a
+//!   coroutine runs while password hashes are checked.
 
 // Each step uses only some of these.
 #![allow(dead_code)]
@@ -14,11 +16,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use may::go;
 use may::sync::mpsc;
-use may_patterns::server;
+use may_patterns::{alarm, server};
 
 // Steps 6 to 10.
 
@@ -295,3 +299,33 @@ impl Client {
         }
     }
 }
+
+// Step 7 and the pitfall of a hash on a worker.
+
+/// How often the ticker wants to run.
+pub const TICK: Duration = Duration::from_millis(5);
+
+// ANCHOR: ticker
+/// Run `work` while a coroutine wants to tick every `TICK` (5 ms); how long `work`
+/// took and the ticker's worst lateness (kept by `may_patterns::alarm`).
+pub fn with_ticker<T>(work: impl FnOnce() -> T) -> (T, Duration, Duration) {
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let done = done.clone();
+        go!(move || {
+            let (mut next, mut worst) = (Instant::now(), Duration::ZERO);
+            while !done.load(Ordering::SeqCst) {
+                next += TICK;
+                alarm::shared().sleep(next.saturating_duration_since(Instant::now()));
+                worst = worst.max(Instant::now() - next);
+            }
+            worst
+        })
+    };
+    let start = Instant::now();
+    let result = work();
+    let took = start.elapsed();
+    done.store(true, Ordering::SeqCst);
+    (result, took, ticker.join().expect("the ticker"))
+}
+// ANCHOR_END: ticker
