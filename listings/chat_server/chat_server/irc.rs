@@ -260,6 +260,13 @@ pub mod numeric {
     pub const RPL_MYINFO: &str = "004";
     pub const RPL_ISUPPORT: &str = "005";
     pub const RPL_UMODEIS: &str = "221";
+    // AWAY: the chapter's exercise 1 uses these; the final program does not.
+    #[allow(dead_code)]
+    pub const RPL_AWAY: &str = "301";
+    #[allow(dead_code)]
+    pub const RPL_UNAWAY: &str = "305";
+    #[allow(dead_code)]
+    pub const RPL_NOWAWAY: &str = "306";
     pub const RPL_ENDOFWHO: &str = "315";
     pub const RPL_LISTSTART: &str = "321";
     pub const RPL_LIST: &str = "322";
