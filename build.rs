@@ -18,7 +18,14 @@
 //! A listing with shown output beside it (`<step>.out` whose command is
 //! `cargo run --example <step>`, no arguments) is run by `tests/book`, which
 //! also checks every line it prints. Its blocks are marked `no_run` here, so
-//! skeptic compiles that program and does not run it a second time.
+//! skeptic does not run that program a second time.
+//!
+//! A block that skeptic would only compile, and whose program is a whole
+//! listing registered as an `[[example]]` (with `test = true`, which
+//! `tests/book` checks for every listing), is marked `ignore`: `cargo test`
+//! already compiles that example, and skeptic's check of the same file cost
+//! one `rustc` per block on every run, cached or not. Blocks skeptic runs
+//! are still compiled and run by skeptic.
 
 use std::collections::HashSet;
 use std::env;
@@ -47,6 +54,7 @@ fn main() {
     let mut chapters = Vec::new();
     let mut programs = Programs {
         shown: shown_programs(&root.join("listings")),
+        examples: example_programs(&root),
         ..Programs::default()
     };
     for item in expanded.iter() {
@@ -137,6 +145,21 @@ fn shown_programs(listings: &Path) -> HashSet<String> {
     shown
 }
 
+/// The code of every listing registered as an `[[example]]` in Cargo.toml
+/// (its `path = "listings/..."` lines): `cargo test` compiles each of them
+/// (tests/book checks that every listing is one, with `test = true`), so
+/// skeptic need not compile a block that is one of them again.
+fn example_programs(root: &Path) -> HashSet<String> {
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+    manifest
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("path = \"listings/"))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .filter_map(|path| fs::read_to_string(root.join("listings").join(path)).ok())
+        .map(|code| normalise(&code))
+        .collect()
+}
+
 /// A program's code without what mdBook leaves out when it includes it
 /// (the `ANCHOR` lines) and without trailing blanks, so a listing file and
 /// the block that includes it compare equal.
@@ -155,6 +178,7 @@ fn normalise(code: &str) -> String {
 struct Programs {
     seen: HashSet<(bool, String)>,
     shown: HashSet<String>,
+    examples: HashSet<String>,
 }
 
 impl Programs {
@@ -190,7 +214,11 @@ impl Programs {
             let indent = &line[..line.len() - trimmed.len()];
             let shown = self.shown.contains(&normalise(&code));
             let runs = !tags.contains(&"no_run") && !shown;
-            let repeat = self.seen.contains(&(true, code.clone()))
+            // A block that is a whole registered listing, not run here, only
+            // repeats the compile `cargo test` does of that example.
+            let built = !runs && self.examples.contains(&normalise(&code));
+            let repeat = built
+                || self.seen.contains(&(true, code.clone()))
                 || !runs && self.seen.contains(&(false, code.clone()));
             if repeat {
                 out.push_str(&format!("{indent}```{info},ignore\n"));
