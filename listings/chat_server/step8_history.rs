@@ -108,13 +108,14 @@ fn open(db: &Path) -> rusqlite::Result<Connection> {
 // ANCHOR: history_thread
 /// The history thread: take every job queued (one batch), store the
 /// batch's messages in ONE transaction, commit, and only then deliver the
-/// batch in order. A replay reads after the commit, so it sees every
-/// message queued before it.
+/// batch in order. A replay reads after the commit, but only up to the
+/// last message queued before it: the batch's later messages are stored
+/// too by then, and the joiner gets those live.
 fn keep_history(mut conn: Connection, jobs: mpsc::Receiver<Job>, mut stamp: Stamp) {
     while let Ok(first) = jobs.recv() {
         let batch: Vec<Job> = std::iter::once(first).chain(jobs.try_iter()).collect();
-        let times = match store(&mut conn, &batch, &mut stamp) {
-            Ok(times) => times,
+        let marks = match store(&mut conn, &batch, &mut stamp) {
+            Ok(marks) => marks,
             Err(e) => {
                 // Not stored means not delivered: no client sees a line
                 // that a restart would lose.
@@ -122,33 +123,49 @@ fn keep_history(mut conn: Connection, jobs: mpsc::Receiver<Job>, mut stamp: Stam
                 continue;
             }
         };
-        for (job, time_ms) in batch.iter().zip(times) {
-            match job {
-                Job::Say {
-                    room,
-                    nick,
-                    text,
-                    to,
-                } => {
+        for (job, mark) in batch.iter().zip(marks) {
+            match (job, mark) {
+                (
+                    Job::Say {
+                        room,
+                        nick,
+                        text,
+                        to,
+                    },
+                    Mark::Stored { time_ms },
+                ) => {
                     let line = format!(":{nick} PRIVMSG {room} :{text}");
                     to.iter().for_each(|r| r.send(time_ms, &line));
                 }
-                Job::Replay { room, to } => {
-                    if let Err(e) = replay(&conn, room, to) {
+                (Job::Replay { room, to }, Mark::UpTo { id }) => {
+                    if let Err(e) = replay(&conn, room, id, to) {
                         eprintln!("history: replay of {room} failed: {e}");
                     }
                 }
+                _ => unreachable!("store gives each job the mark of its kind"),
             }
         }
     }
 }
 
-/// Insert the batch's messages in one transaction; each job's time.
-fn store(conn: &mut Connection, batch: &[Job], stamp: &mut Stamp) -> rusqlite::Result<Vec<i64>> {
+/// What storing a batch gave each job.
+enum Mark {
+    /// A message, stored with this time.
+    Stored { time_ms: i64 },
+    /// A replay: the id of the last message stored before it was queued.
+    UpTo { id: i64 },
+}
+
+/// Insert the batch's messages in one transaction; each job's mark.
+fn store(conn: &mut Connection, batch: &[Job], stamp: &mut Stamp) -> rusqlite::Result<Vec<Mark>> {
     let tx = conn.transaction()?;
-    let mut times = Vec::with_capacity(batch.len());
+    let mut last_id: i64 =
+        tx.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |row| {
+            row.get(0)
+        })?;
+    let mut marks = Vec::with_capacity(batch.len());
     for job in batch {
-        let time_ms = match job {
+        let mark = match job {
             Job::Say {
                 room, nick, text, ..
             } => {
@@ -157,23 +174,26 @@ fn store(conn: &mut Connection, batch: &[Job], stamp: &mut Stamp) -> rusqlite::R
                     "INSERT INTO messages (room, time_ms, nick, text) VALUES (?1, ?2, ?3, ?4)",
                     params![room, time_ms, nick, text],
                 )?;
-                time_ms
+                last_id = tx.last_insert_rowid();
+                Mark::Stored { time_ms }
             }
-            Job::Replay { .. } => 0,
+            Job::Replay { .. } => Mark::UpTo { id: last_id },
         };
-        times.push(time_ms);
+        marks.push(mark);
     }
     tx.commit()?;
-    Ok(times)
+    Ok(marks)
 }
 
-fn replay(conn: &Connection, room: &str, to: &Recipient) -> rusqlite::Result<()> {
+/// The room's last `HISTORY` messages with an id up to `up_to`, oldest first.
+fn replay(conn: &Connection, room: &str, up_to: i64, to: &Recipient) -> rusqlite::Result<()> {
     let mut query = conn.prepare_cached(
         "SELECT time_ms, nick, text FROM
-           (SELECT id, time_ms, nick, text FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2)
+           (SELECT id, time_ms, nick, text FROM messages WHERE room = ?1 AND id <= ?2
+            ORDER BY id DESC LIMIT ?3)
          ORDER BY id",
     )?;
-    let rows = query.query_map(params![room, HISTORY as i64], |row| {
+    let rows = query.query_map(params![room, up_to, HISTORY as i64], |row| {
         Ok((
             row.get::<_, i64>(0)?,
             row.get::<_, String>(1)?,
