@@ -124,6 +124,11 @@ fn serve(stream: TcpStream, id: u64, hub: Arc<Hub>) -> io::Result<()> {
     };
     handle_lines(turns_in, &mut client, &hub, &cut);
     hub.rooms.leave_all(id);
+    // A slow mode ends with its room: the map holds only rooms that exist.
+    hub.slow
+        .lock()
+        .unwrap()
+        .retain(|room, _| hub.rooms.exists(room));
     // Wake the reader if it is still parked in a read (after QUIT).
     let _ = stream.shutdown(Shutdown::Read);
     let _ = reader.join();
@@ -384,4 +389,21 @@ mod tests {
         assert!(next.ends_with(":on time"), "{next}");
     }
     // ANCHOR_END: slow_tests
+
+    #[test]
+    fn a_slow_mode_ends_with_its_room() {
+        configure_once(may_patterns::runtime::TEST_SETTINGS);
+        let addr = start("127.0.0.1:0", flood_rule()).unwrap();
+        let mut bob = Bot::join(addr, "bob", "#a").unwrap();
+        bob.send("SLOW #a 3600\r\nQUIT").unwrap();
+        // The server closes bob's socket after it has taken him out of his
+        // rooms: #a is gone then, and its slow mode must be gone with it
+        // (anyone may set one, so one kept per room ever made would grow).
+        while bob.line().unwrap().is_some() {}
+        let mut carol = Bot::join(addr, "carol", "#a").unwrap();
+        let mut dave = Bot::join(addr, "dave", "#a").unwrap();
+        carol.send("PRIVMSG #a :one\r\nPRIVMSG #a :two").unwrap();
+        dave.wait_for(":one").unwrap();
+        dave.wait_for(":two").unwrap();
+    }
 }

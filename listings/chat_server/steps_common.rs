@@ -108,6 +108,11 @@ impl<O: Deliver> Rooms<O> {
         true
     }
 
+    /// Whether `room` has a member (an empty room is dropped).
+    pub fn exists(&self, room: &str) -> bool {
+        self.0.lock().unwrap().contains_key(room)
+    }
+
     /// Take client `id` out of every room; drop the rooms left empty.
     pub fn leave_all(&self, id: u64) {
         let mut rooms = self.0.lock().unwrap();
