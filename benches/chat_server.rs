@@ -15,8 +15,8 @@
 //! the bench process's own CPU time is reported beside the server's.
 //! Then the delayed-ACK experiment: the first rate again, and 100 bots at
 //! a higher rate, each with the kernel's delayed ACKs and then with the
-//! bots setting `TCP_QUICKACK` (neither server sets `TCP_NODELAY`, so
-//! Nagle's algorithm waits for the bots' ACKs). Memory per idle client is
+//! bots setting `TCP_QUICKACK` (ngircd does not set `TCP_NODELAY`, so its
+//! kernel's Nagle algorithm waits for the bots' ACKs; chat_server does). Memory per idle client is
 //! also split by mapping size (/proc/PID/smaps), where coroutine stacks
 //! show up as one mapping each.
 //!
@@ -245,7 +245,7 @@ fn write_tables(results: &[Measured]) {
     let mut acks = format!(
         "Measured on {} with `cargo bench --bench chat_server` (release build; the \
          bots in {ROOMS} rooms; {} s a run with {BOTS} bots, {} s with {FEW_BOTS}; \
-         neither server sets `TCP_NODELAY`), {}.\n\n\
+         ngircd does not set `TCP_NODELAY`, chat_server does), {}.\n\n\
          | server | bots | lines/s per bot | lines each bot receives per s | bots' ACKs | delivered lines/s | p50 latency | p90 latency | p99 latency | bots' CPU s |\n\
          |---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
         may_patterns::machine::describe(),

@@ -111,6 +111,15 @@ impl Conn {
         self.sock().set_write_timeout(checked(timeout)?)
     }
 
+    /// `TCP_NODELAY`: send each write at once, instead of holding a small
+    /// segment while an earlier one is not yet acknowledged (Nagle's
+    /// algorithm, which with a peer's delayed ACKs costs tens of
+    /// milliseconds). Right for a server whose writer already gathers what
+    /// is queued into one write.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.sock().set_nodelay(on)
+    }
+
     /// A handle that shuts this connection's socket from anywhere.
     pub fn closer(&self) -> Closer {
         self.sock().closer()

@@ -83,6 +83,7 @@ impl Hub {
 /// shuts the socket and so frees a writer parked in a write.
 pub fn serve_tcp(conn: Conn, transport: Transport, hub: &Hub) {
     let (peer, closer) = (conn.peer(), conn.closer());
+    no_nagle(&conn);
     match conn.split() {
         Ok((read, write)) => serve(
             LineReader::new(read),
@@ -96,6 +97,19 @@ pub fn serve_tcp(conn: Conn, transport: Transport, hub: &Hub) {
     }
 }
 // ANCHOR_END: serve_tcp
+
+/// Lines leave as soon as the writer writes them: the writer already puts
+/// everything queued into one write, and with Nagle's algorithm a line
+/// behind an unacknowledged one waited for the client's delayed ACK
+/// (`cargo bench --bench chat_server`, the quick-ACK table).
+pub fn no_nagle(conn: &Conn) {
+    if let Err(e) = conn.set_nodelay(true) {
+        eprintln!(
+            "connection: cannot set TCP_NODELAY for {}: {e}",
+            conn.peer()
+        );
+    }
+}
 
 /// The writer's and the pacer's stacks, in words (may's unit). The writer
 /// runs the TLS encryption (rustls) of what it writes. Measured as the

@@ -97,6 +97,7 @@ fn run_client(mut conn: Conn, upgrade: &Upgrade, early: Vec<u8>, hub: &Hub) -> i
     conn.flush()?;
     // From here the connection's lifecycle (pings, idle) is serve's.
     conn.set_idle_timeout(None)?;
+    connection::no_nagle(&conn);
     let peer = conn.peer();
     let closer = conn.closer();
     let (read_half, write_half) = conn.split()?;
