@@ -160,11 +160,15 @@ fn run(binary: &Path, args: &[String]) -> Result<String, String> {
     let mut child = Command::new(binary)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout));
+    // Read stderr too (a full pipe would stall the listing), to say why it failed.
+    let stderr = child.stderr.take().unwrap();
+    let (errors_tx, errors) = std::sync::mpsc::channel();
+    std::thread::spawn(move || errors_tx.send(std::io::read_to_string(stderr)));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
@@ -179,7 +183,14 @@ fn run(binary: &Path, args: &[String]) -> Result<String, String> {
     };
     let stdout = reader.join().unwrap().map_err(|e| e.to_string())?;
     if !status.success() {
-        return Err(format!("failed ({status})"));
+        // Bounded: a process the listing started may still hold the pipe.
+        let stderr = match errors.recv_timeout(Duration::from_secs(2)) {
+            Ok(Ok(text)) => text,
+            _ => String::new(),
+        };
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        return Err(format!("failed ({status}); the end of its stderr:\n{tail}"));
     }
     Ok(stdout)
 }
