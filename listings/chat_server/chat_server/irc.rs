@@ -267,7 +267,12 @@ pub mod numeric {
     pub const RPL_UNAWAY: &str = "305";
     #[allow(dead_code)]
     pub const RPL_NOWAWAY: &str = "306";
+    pub const RPL_WHOISUSER: &str = "311";
+    pub const RPL_WHOISSERVER: &str = "312";
     pub const RPL_ENDOFWHO: &str = "315";
+    pub const RPL_ENDOFWHOIS: &str = "318";
+    pub const RPL_WHOISCHANNELS: &str = "319";
+    pub const RPL_WHOISACCOUNT: &str = "330";
     pub const RPL_LISTSTART: &str = "321";
     pub const RPL_LIST: &str = "322";
     pub const RPL_LISTEND: &str = "323";

@@ -2,7 +2,7 @@
 //! WeeChat, python-irc) and a browser (over WebSocket) can use.
 //!
 //! **Purpose.** People chat in rooms with the clients they already have:
-//! registration, JOIN/PART/PRIVMSG/NOTICE/TOPIC/NAMES/LIST/WHO, accounts
+//! registration, JOIN/PART/PRIVMSG/NOTICE/TOPIC/NAMES/LIST/WHO/WHOIS, accounts
 //! with argon2 hashes and SASL PLAIN, each room's history kept in SQLite and
 //! replayed on JOIN, plain TCP, TLS and the IRCv3 WebSocket transport (with
 //! a small page served at `/` for a browser).

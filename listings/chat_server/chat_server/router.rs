@@ -39,6 +39,10 @@ use crate::irc::{self, casefold, valid_channel, valid_nick, Message};
 use crate::outbox::{ClientId, Line, Outbox};
 use crate::rooms::{JoinError, Rooms, Topic};
 
+/// Room names in one 319 (WHOIS) line: with the prefix, the nicks and the
+/// numeric, the line stays far under 512 bytes.
+const WHOIS_ROOMS_BYTES: usize = 300;
+
 /// Events waiting for the router; a reader that finds the queue full parks,
 /// which slows the clients sending, not the router.
 pub const QUEUE: usize = 1024;
@@ -335,6 +339,7 @@ impl State {
             "NAMES" => self.names(id, p),
             "LIST" => self.list(id, p),
             "WHO" => self.who(id, p),
+            "WHOIS" => self.whois(id, p),
             "MODE" => self.mode(id, p),
             _ => self.numeric(id, ERR_UNKNOWNCOMMAND, &[&m.command, ":Unknown command"]),
         }
@@ -1122,6 +1127,49 @@ impl State {
         self.numeric(id, RPL_ENDOFWHO, &[&mask, ":End of WHO list"]);
     }
 
+    /// `WHOIS [server] nick`: who a user is, from where, in which rooms,
+    /// and under which account; 401 for a nick nobody has registered.
+    fn whois(&mut self, id: ClientId, p: &[String]) {
+        // With two parameters the first names a server: there is only this one.
+        let Some(target) = p.last().cloned() else {
+            return self.numeric(id, ERR_NONICKNAMEGIVEN, &[":No nickname given"]);
+        };
+        let found = self.nicks.get(&casefold(&target)).copied();
+        let Some(u) = found.map(|m| &self.users[&m]).filter(|u| u.registered) else {
+            self.numeric(id, ERR_NOSUCHNICK, &[&target, ":No such nick/channel"]);
+            return self.numeric(id, RPL_ENDOFWHOIS, &[&target, ":End of /WHOIS list"]);
+        };
+        let nick = u.name().to_string();
+        let user = format!("~{}", u.username.as_deref().unwrap_or("*"));
+        let (host, real) = (u.host.clone(), format!(":{}", u.realname));
+        let account = u.account.clone();
+        let rooms: Vec<String> = (u.rooms.iter())
+            .filter_map(|r| self.rooms.get(r).map(|room| room.name.clone()))
+            .collect();
+        let server = self.settings.server_name.clone();
+        self.numeric(id, RPL_WHOISUSER, &[&nick, &user, &host, "*", &real]);
+        // The rooms in as many 319 lines as it takes to keep each one short.
+        let mut line = String::new();
+        for room in rooms {
+            if !line.is_empty() && line.len() + room.len() > WHOIS_ROOMS_BYTES {
+                self.numeric(id, RPL_WHOISCHANNELS, &[&nick, &format!(":{line}")]);
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&room);
+        }
+        if !line.is_empty() {
+            self.numeric(id, RPL_WHOISCHANNELS, &[&nick, &format!(":{line}")]);
+        }
+        self.numeric(id, RPL_WHOISSERVER, &[&nick, &server, ":chat_server"]);
+        if let Some(account) = account {
+            self.numeric(id, RPL_WHOISACCOUNT, &[&nick, &account, ":is logged in as"]);
+        }
+        self.numeric(id, RPL_ENDOFWHOIS, &[&nick, ":End of /WHOIS list"]);
+    }
+
     /// Modes can be read, never changed: `i` for users, `n` for rooms.
     fn mode(&mut self, id: ClientId, p: &[String]) {
         let Some(target) = p.first().cloned() else {
@@ -1738,6 +1786,50 @@ mod tests {
     }
 
     #[test]
+    fn whois_says_who_where_and_which_rooms() {
+        let mut net = Net::with(settings(20, 100, 65536));
+        net.register(1, "alice");
+        net.register(2, "carol");
+        net.line(1, "JOIN #a,#b");
+        assert_eq!(
+            net.line(2, "WHOIS ALICE"),
+            [
+                to(
+                    2,
+                    ":chat.local 311 carol alice ~alice 127.0.0.1 * :alice Real"
+                ),
+                to(2, ":chat.local 319 carol alice :#a #b"),
+                to(2, ":chat.local 312 carol alice chat.local :chat_server"),
+                to(2, ":chat.local 318 carol alice :End of /WHOIS list"),
+            ]
+        );
+        net.assert_codes(
+            2,
+            &[
+                ("WHOIS chat.local alice", "311 319 312 318"),
+                ("WHOIS carol", "311 312 318"),
+                ("WHOIS nobody", "401 318"),
+                ("WHOIS", "431"),
+            ],
+        );
+        // Twenty long room names do not fit one line: each 319 stays short.
+        for i in 0..20 {
+            net.line(1, &format!("JOIN #{i:0>2}{}", "x".repeat(45)));
+        }
+        let rooms: Vec<String> = (net.line(2, "WHOIS alice").into_iter())
+            .map(|(_, l)| l)
+            .filter(|l| l.split(' ').nth(1) == Some("319"))
+            .collect();
+        assert!(rooms.len() > 1, "{rooms:?}");
+        assert!(rooms.iter().all(|l| l.len() <= 400), "{rooms:?}");
+        let named: usize = rooms
+            .iter()
+            .map(|l| l.rsplit(':').next().unwrap().split(' ').count())
+            .sum();
+        assert_eq!(named, 20, "{rooms:?}");
+    }
+
+    #[test]
     fn names_list_who_and_mode() {
         let mut net = Net::registered(&["alice", "carol"]);
         net.line(1, "JOIN #a,#b");
@@ -1979,6 +2071,12 @@ mod tests {
         let out = checked(&mut net, 1, true, None);
         assert_eq!(out[0].1.split(' ').nth(1), Some("900"));
         assert_eq!(out[1].1.split(' ').nth(1), Some("001"));
+        // WHOIS names the account a user logged in as.
+        let whois = net.line(1, "WHOIS bob");
+        assert!(
+            whois.contains(&to(1, ":chat.local 330 bob bob bob :is logged in as")),
+            "{whois:?}"
+        );
 
         // `PASS account:password` names the account; a wrong one is 464,
         // then ERROR and the link closes.
