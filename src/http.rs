@@ -13,17 +13,38 @@
 //! `io::ErrorKind::InvalidData` error that says what was wrong, and an EOF
 //! before the message is complete is `UnexpectedEof`.
 //!
+//! A proxy uses the server side: [`read_request_head`] reads and checks a
+//! request's head (framing, obsolete line folding, limits) before anything
+//! is forwarded; [`remove_hop_by_hop`], [`append_via`] and [`set_framing`]
+//! prepare the head to forward, [`write_head`] sends it, and [`copy_body`]
+//! streams the body through a fixed buffer, re-framed. `Expect:
+//! 100-continue` is answered by the proxy itself ([`write_continue`] says
+//! how); [`read_response_head`] skips interim `1xx` answers (a `103 Early
+//! Hints` is not relayed) and returns `101` to the caller.
+//!
 //! Not supported, on purpose (the callers do not need them): transfer
-//! codings other than chunked, and `Expect: 100-continue`. A message that
+//! codings other than chunked, and protocol upgrades. A message that
 //! relies on one of them is refused.
 
 mod body;
+mod chunked;
 pub mod client;
+mod copy;
+mod forwarding;
+mod request_head;
+#[cfg(test)]
+mod server_tests;
 
 pub use body::{
     read_response_head, request_framing, response_framing, BodyReader, Framing, ResponseHead,
     CHUNK_LINE_BYTES,
 };
+pub use chunked::ChunkedWriter;
+pub use copy::copy_body;
+pub use forwarding::{
+    append_via, remove_hop_by_hop, set_framing, write_continue, write_error, write_head,
+};
+pub use request_head::{read_request_head, RequestHead};
 
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 
