@@ -1,0 +1,138 @@
+//! The command line, and the checks that turn it into settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use may_patterns::cli::at_least_one;
+
+use crate::access::{Cidr, Policy};
+
+/// A forward HTTP proxy (CONNECT tunnels).
+///
+/// Allowed by default: clients from 127.0.0.1 and ::1 only; CONNECT to
+/// port 443 only; destinations anywhere except loopback, private,
+/// link-local and unspecified addresses (checked after name resolution),
+/// which need --allow-dest.
+#[derive(Parser, Debug)]
+#[command(name = "proxy_server")]
+pub struct Args {
+    /// Where the proxy listens (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:3128")]
+    pub listen: SocketAddr,
+    /// Client addresses served (repeatable; default 127.0.0.1/32 and ::1/128).
+    #[arg(long, value_name = "CIDR")]
+    pub allow_client: Vec<Cidr>,
+    /// Internal destinations (loopback, private, link-local, unspecified)
+    /// the proxy may reach anyway (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub allow_dest: Vec<Cidr>,
+    /// Ports CONNECT may open (repeatable; default 443 only).
+    #[arg(long, value_name = "PORT")]
+    pub allow_connect_port: Vec<u16>,
+    /// Ports plain HTTP requests may not go to (repeatable; default 25,
+    /// SMTP, so the proxy is no mail relay).
+    #[arg(long, value_name = "PORT")]
+    pub deny_port: Vec<u16>,
+    /// File of `user:password` lines; with it, Proxy-Authorization: Basic
+    /// is required (407 otherwise).
+    #[arg(long, value_name = "PATH")]
+    pub auth_file: Option<PathBuf>,
+    /// Client connections served at once.
+    #[arg(long, default_value = "1000", value_parser = at_least_one::<usize>)]
+    pub max_connections: usize,
+    /// Seconds to wait for an origin's TCP connect before 504.
+    #[arg(long, default_value = "10", value_parser = at_least_one::<u64>)]
+    pub connect_timeout: u64,
+    /// Seconds a tunnel may stay silent both ways before it is closed.
+    #[arg(long, default_value = "300", value_parser = at_least_one::<u64>)]
+    pub idle_timeout: u64,
+    /// Seconds a client has to send a request head.
+    #[arg(long, default_value = "30", value_parser = at_least_one::<u64>)]
+    pub header_timeout: u64,
+    /// Print the start and stop lines as JSON objects.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    /// The access policy, defaults filled in.
+    pub fn policy(&self) -> Policy {
+        let clients = if self.allow_client.is_empty() {
+            vec![
+                "127.0.0.1/32".parse().expect("a valid CIDR"),
+                "::1/128".parse().expect("a valid CIDR"),
+            ]
+        } else {
+            self.allow_client.clone()
+        };
+        Policy {
+            clients,
+            allowed_dests: self.allow_dest.clone(),
+            connect_ports: if self.allow_connect_port.is_empty() {
+                vec![443]
+            } else {
+                self.allow_connect_port.clone()
+            },
+            denied_ports: if self.deny_port.is_empty() {
+                vec![25]
+            } else {
+                self.deny_port.clone()
+            },
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_allow_local_clients_and_connect_to_443() {
+        let args = Args::try_parse_from(["proxy_server"]).unwrap();
+        let p = args.policy();
+        assert!(p.client_allowed("::1".parse().unwrap()));
+        assert!(!p.client_allowed("10.0.0.1".parse().unwrap()));
+        assert!(p.port_allowed(443, true));
+        assert!(!p.port_allowed(8443, true));
+        assert!(!p.dest_allowed("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn flags_replace_the_defaults() {
+        let args = Args::try_parse_from([
+            "proxy_server",
+            "--allow-dest",
+            "127.0.0.0/8",
+            "--allow-connect-port",
+            "8443",
+            "--allow-client",
+            "10.0.0.0/8",
+        ])
+        .unwrap();
+        let p = args.policy();
+        assert!(p.dest_allowed("127.0.0.1".parse().unwrap()));
+        assert!(p.port_allowed(8443, true));
+        assert!(!p.port_allowed(443, true));
+        assert!(!p.client_allowed("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Args::try_parse_from(["proxy_server", "--allow-dest", "10.0.0.0/40"]).is_err());
+        assert!(Args::try_parse_from(["proxy_server", "--connect-timeout", "0"]).is_err());
+    }
+}

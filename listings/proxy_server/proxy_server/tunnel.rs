@@ -1,0 +1,153 @@
+//! A CONNECT tunnel: bytes copied both ways between the client and the
+//! origin until both sides are done, through fixed heap buffers.
+//!
+//! The handler's coroutine copies client -> origin; a second coroutine
+//! copies origin -> client. The client's EOF half-closes the origin
+//! (`shutdown(Write)`) and the other way keeps copying until the origin
+//! closes. The origin's EOF closes the client socket whole: the server
+//! layer's `WriteHalf` has no half-close (see the report on the layer).
+//!
+//! Idle: each side's reads time out after `idle`; a direction that times
+//! out ends the tunnel only if the other direction has not moved for as
+//! long either, so a long download with a silent client lives on.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown as Dir;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use may::coroutine;
+use may::net::TcpStream;
+use may_patterns::server::Conn;
+
+/// Each direction's buffer.
+const BUF: usize = 16 * 1024;
+/// The origin -> client coroutine: a copy loop and a 16 KiB heap buffer.
+const COPY_STACK_WORDS: usize = 8 * 1024;
+
+/// Bytes moved each way.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Moved {
+    pub up: u64,
+    pub down: u64,
+}
+
+/// When either direction last moved a byte, in ms since the tunnel began.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Run the tunnel (the `200` already written to `client`); `leftover` is
+/// what the client sent after its CONNECT head, owed to the origin first.
+pub fn run(client: Conn, origin: TcpStream, leftover: &[u8], idle: Duration) -> io::Result<Moved> {
+    client.set_idle_timeout(Some(idle))?;
+    origin.set_read_timeout(Some(idle))?;
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    });
+    let (mut client_in, mut client_out) = client.split()?;
+    let mut origin_out = origin.try_clone()?;
+    let mut origin_in = origin;
+    origin_out.write_all(leftover)?;
+
+    let down = {
+        let (activity, idle) = (activity.clone(), idle);
+        // Safety: the closure uses no thread-local storage and holds no
+        // std lock across a park (may's rules for `spawn`).
+        unsafe {
+            coroutine::Builder::new()
+                .stack_size(COPY_STACK_WORDS)
+                .spawn(move || {
+                    let moved = copy(&mut origin_in, &mut client_out, &activity, idle);
+                    // The origin is done (or failed): nothing more will
+                    // reach the client, and its reads end with this too.
+                    client_out.close();
+                    moved
+                })?
+        }
+    };
+    let up = copy(&mut client_in, &mut origin_out, &activity, idle);
+    match &up {
+        // The client finished sending: pass the half-close on.
+        Ok(_) => {
+            let _ = origin_out.shutdown(Dir::Write);
+        }
+        // The client is gone: stop the other direction too.
+        Err(_) => {
+            let _ = origin_out.shutdown(Dir::Both);
+        }
+    }
+    let down = down
+        .join()
+        .map_err(|_| io::Error::other("the tunnel's copy coroutine panicked"))?;
+    Ok(Moved {
+        up: up.unwrap_or(0),
+        down: down.unwrap_or(0),
+    })
+}
+
+/// Copy until EOF; a read timeout ends it only when both ways were idle.
+fn copy(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    activity: &Activity,
+    idle: Duration,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; BUF];
+    let mut total = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) && activity.idle_for() < idle => continue,
+            Err(e) => return Err(e),
+        };
+        activity.touch();
+        to.write_all(&buf[..n])?;
+        to.flush()?;
+        total += n as u64;
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_moves_everything_and_counts_it() {
+        let activity = Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        };
+        let data = vec![7u8; 3 * BUF + 5];
+        let mut out = Vec::new();
+        let n = copy(&mut &data[..], &mut out, &activity, Duration::from_secs(1)).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn timeouts_are_recognised() {
+        assert!(is_timeout(&io::Error::from(ErrorKind::TimedOut)));
+        assert!(!is_timeout(&io::Error::from(ErrorKind::BrokenPipe)));
+    }
+}
