@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead};
 
-use super::{invalid, owned_headers, read_head, request_framing, Framing, Limits};
+use super::{header, invalid, owned_headers, read_head, request_framing, Framing, Limits};
 
 /// A request's start line and headers; the body is left in the reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +63,9 @@ pub(super) fn connection_has(headers: &[(String, String)], token: &str) -> bool 
 /// (RFC 9112 5.2: a request that folds a header is refused), and the
 /// body's framing ([`request_framing`]: `Content-Length` with
 /// `Transfer-Encoding`, differing `Content-Length`s, a coding other than
-/// chunked). Each is `io::ErrorKind::InvalidData` with a message that says
-/// what was wrong, for a `400 Bad Request`; an EOF inside the head is
-/// `UnexpectedEof`.
+/// chunked, `Transfer-Encoding` in an HTTP/1.0 request). Each is
+/// `io::ErrorKind::InvalidData` with a message that says what was wrong,
+/// for a `400 Bad Request`; an EOF inside the head is `UnexpectedEof`.
 pub fn read_request_head(
     reader: &mut impl BufRead,
     limits: &Limits,
@@ -99,6 +99,11 @@ pub fn read_request_head(
         headers: owned_headers(parsed.headers)?,
     };
     request.framing()?;
+    // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+    // framing (1.0 has no chunked, so the next hop may read it differently).
+    if request.version == 0 && header(&request.headers, "transfer-encoding").is_some() {
+        return Err(invalid("Transfer-Encoding in an HTTP/1.0 request"));
+    }
     Ok(Some(request))
 }
 // ANCHOR_END: read_request_head

@@ -98,6 +98,15 @@ fn every_smuggling_defence_holds_at_the_head() {
             "gzip is not supported",
         ),
         (
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ),
+        // A space before the colon: some servers drop it, others the header.
+        (
+            "POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
+            "malformed request",
+        ),
+        (
             "POST / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
             "obsolete line folding",
         ),
