@@ -59,6 +59,7 @@
 pub mod accept;
 pub mod alarm;
 pub mod backend;
+pub mod balance;
 pub mod blocking;
 pub mod bounded;
 pub mod breaker;
