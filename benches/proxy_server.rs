@@ -61,7 +61,11 @@ fn main() {
     }
     // Ours last: a bench run before the example exists still shows the
     // peers' numbers on stderr before this panics.
-    results.push(measure(procs::proxy_server(), &url, origin.port()));
+    results.push(measure(
+        procs::proxy_server(origin.port()),
+        &url,
+        origin.port(),
+    ));
     write_tables(&results);
 }
 

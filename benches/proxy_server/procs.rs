@@ -73,8 +73,9 @@ pub fn squid(origin_port: u16) -> Proc {
     })
 }
 
-/// The book's `proxy_server`, a release build, allowed to reach loopback.
-pub fn proxy_server() -> Proc {
+/// The book's `proxy_server`, a release build, allowed to reach loopback
+/// and to open `CONNECT` tunnels to `origin_port` (by default only 443).
+pub fn proxy_server(origin_port: u16) -> Proc {
     let program = build_proxy_server();
     start("proxy_server (this book)", |_, port| {
         let mut cmd = Command::new(&program);
@@ -83,6 +84,8 @@ pub fn proxy_server() -> Proc {
             &format!("127.0.0.1:{port}"),
             "--allow-dest",
             "127.0.0.1/32",
+            "--allow-connect-port",
+            &origin_port.to_string(),
             "--max-connections",
             "10000",
         ]);
