@@ -9,12 +9,14 @@
 //! read.
 
 mod algorithm;
+mod check;
 mod health;
 mod pool;
 mod slow_start;
 mod stats;
 
 pub use algorithm::Algorithm;
+pub use check::{check_once, spawn_checker, CheckConfig};
 pub use health::{Health, HealthRule, Transition};
 pub use pool::{BackendConfig, Lease, Outcome, Pool, PoolConfig};
 pub use slow_start::effective_weight;
