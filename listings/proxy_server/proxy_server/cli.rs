@@ -8,6 +8,7 @@ use clap::Parser;
 use may_patterns::cli::at_least_one;
 
 use crate::access::{Cidr, Policy};
+use crate::resolve::DnsConfig;
 
 /// A forward HTTP proxy (CONNECT tunnels).
 ///
@@ -51,6 +52,21 @@ pub struct Args {
     /// Seconds a client has to send a request head.
     #[arg(long, default_value = "30", value_parser = at_least_one::<u64>)]
     pub header_timeout: u64,
+    /// Seconds a name's addresses are reused before it is looked up again
+    /// (the system resolver reports no TTL); 0 turns the DNS cache off.
+    #[arg(long, default_value = "60")]
+    pub dns_ttl: u64,
+    /// Seconds a failed lookup is reused, so requests to a dead name do
+    /// not each wait for the resolver.
+    #[arg(long, default_value = "5")]
+    pub dns_negative_ttl: u64,
+    /// Names the DNS cache holds at most (the oldest goes first).
+    #[arg(long, default_value = "1024", value_parser = at_least_one::<usize>)]
+    pub dns_cache_entries: usize,
+    /// Write an access log (combined log format) to PATH, `-` for standard
+    /// output; none by default.
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
     /// Print the start and stop lines as JSON objects.
     #[arg(long)]
     pub json: bool,
@@ -94,6 +110,14 @@ impl Args {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout)
     }
+
+    pub fn dns(&self) -> DnsConfig {
+        DnsConfig {
+            ttl: Duration::from_secs(self.dns_ttl),
+            negative_ttl: Duration::from_secs(self.dns_negative_ttl),
+            entries: self.dns_cache_entries,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +158,20 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(Args::try_parse_from(["proxy_server", "--allow-dest", "10.0.0.0/40"]).is_err());
         assert!(Args::try_parse_from(["proxy_server", "--connect-timeout", "0"]).is_err());
+        assert!(Args::try_parse_from(["proxy_server", "--dns-cache-entries", "0"]).is_err());
+    }
+
+    #[test]
+    fn dns_and_log_defaults() {
+        let args = Args::try_parse_from(["proxy_server"]).unwrap();
+        let dns = args.dns();
+        assert_eq!(dns.ttl, Duration::from_secs(60));
+        assert_eq!(dns.negative_ttl, Duration::from_secs(5));
+        assert_eq!(dns.entries, 1024);
+        assert_eq!(args.access_log, None);
+        let args =
+            Args::try_parse_from(["proxy_server", "--dns-ttl", "0", "--access-log", "-"]).unwrap();
+        assert!(args.dns().ttl.is_zero());
+        assert_eq!(args.access_log, Some(PathBuf::from("-")));
     }
 }

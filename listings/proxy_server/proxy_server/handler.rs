@@ -4,15 +4,17 @@
 use std::io::{self, BufReader, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use may::net::TcpStream;
-use may_patterns::http::{header, read_request, Limits};
+use may_patterns::http::{header, read_request_head, Limits, RequestHead};
 use may_patterns::server::Conn;
 
 use crate::access::Policy;
+use crate::access_log::{AccessLog, Entry};
 use crate::auth::Users;
-use crate::{resolve, tunnel};
+use crate::resolve::Resolver;
+use crate::tunnel;
 
 /// What every connection reads.
 pub struct Settings {
@@ -21,6 +23,10 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    /// Name lookups, cached and shared between requests.
+    pub resolver: Resolver,
+    /// `--access-log`: one [`Entry`] per answered request.
+    pub access_log: Option<AccessLog>,
 }
 
 /// Counts for the summary.
@@ -64,13 +70,10 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
     reader
         .get_ref()
         .set_idle_timeout(Some(settings.header_timeout))?;
-    // No request body is accepted here: CONNECT has none, and plain
-    // requests are refused before any body is read.
-    let limits = Limits {
-        body_bytes: 0,
-        ..Limits::default()
-    };
-    let request = match read_request(&mut reader, &limits) {
+    // Only the head is read: CONNECT has no body (what follows it is the
+    // tunnel's), and plain requests are refused before any body is read.
+    let start = SystemTime::now();
+    let request = match read_request_head(&mut reader, &Limits::default()) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(()),
         Err(e) if e.kind() == ErrorKind::InvalidData => {
@@ -87,6 +90,7 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
     }
     if !request.method.eq_ignore_ascii_case("CONNECT") {
         stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+        log(settings, peer, &request, 501, 0, start);
         return refuse(reader.get_mut(), Refusal(501, "Not Implemented", ""));
     }
     let Some((host, port)) = authority(&request.target) else {
@@ -123,14 +127,44 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
     )?;
     stats.bytes_up.fetch_add(moved.up, Ordering::Relaxed);
     stats.bytes_down.fetch_add(moved.down, Ordering::Relaxed);
+    log(settings, peer, &request, 200, moved.down, start);
     Ok(())
+}
+
+/// One access log line, if `--access-log` is on.
+fn log(
+    settings: &Settings,
+    client: SocketAddr,
+    request: &RequestHead,
+    status: u16,
+    bytes_sent: u64,
+    start: SystemTime,
+) {
+    let Some(access_log) = &settings.access_log else {
+        return;
+    };
+    let text = |name| header(&request.headers, name).map(str::to_owned);
+    access_log.log(Entry {
+        client,
+        user: None,
+        method: request.method.clone(),
+        target: request.target.clone(),
+        version: request.version,
+        status,
+        bytes_sent,
+        referer: text("referer"),
+        user_agent: text("user-agent"),
+        start,
+    });
 }
 
 /// Resolve, keep only allowed addresses (checked after resolution, so a
 /// name pointing at 127.0.0.1 is refused: DNS rebinding), connect to the
 /// first that answers.
 fn connect(host: &str, port: u16, settings: &Settings) -> Result<TcpStream, Refusal> {
-    let addrs: Vec<SocketAddr> = resolve::resolve(host, port)
+    let addrs: Vec<SocketAddr> = settings
+        .resolver
+        .resolve(host, port)
         .map_err(|_| Refusal(502, "Bad Gateway", ""))?
         .into_iter()
         .filter(|a| settings.policy.dest_allowed(a.ip()))

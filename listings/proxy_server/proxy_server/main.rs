@@ -9,9 +9,12 @@
 //! and shuts down; each connection runs [`handler::serve`] in its own
 //! coroutine: the request head (within `--header-timeout`), the client
 //! check ([`access`]), `Proxy-Authorization` ([`auth`]), the port policy,
-//! name resolution on the blocking pool ([`resolve`]), the destination
-//! check on the resolved address, the connect (`502`/`504`), then
-//! [`tunnel::run`]: one more coroutine so both directions copy at once.
+//! name resolution on the blocking pool behind a TTL cache ([`resolve`]),
+//! the destination check on the resolved address, the connect
+//! (`502`/`504`), then [`tunnel::run`]: one more coroutine so both
+//! directions copy at once. With `--access-log`, one line per request goes
+//! to a dedicated writer thread ([`access_log`]) that never makes a
+//! request wait.
 //!
 //! **Usage.** `cargo run --example proxy_server -- --listen 127.0.0.1:3128`,
 //! then `curl -x http://127.0.0.1:3128 https://example.com/`. `--help`
@@ -25,6 +28,7 @@
 //! more test in `handler.rs` before the connect.
 
 mod access;
+mod access_log;
 mod auth;
 mod cli;
 mod handler;
@@ -41,8 +45,10 @@ use may::net::TcpListener;
 use may_patterns::server::{self, Report, Slots};
 use may_patterns::shutdown::Shutdown;
 
+use access_log::{AccessLog, LogWriter};
 use cli::Args;
 use handler::{Settings, Stats};
+use resolve::{DnsStats, Resolver};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -59,12 +65,28 @@ fn main() -> ExitCode {
             }
         },
     };
+    let log = match &args.access_log {
+        None => None,
+        Some(path) => match access_log::open(path)
+            .and_then(|out| access_log::start(out, access_log::QUEUE_ENTRIES))
+        {
+            Ok(log) => Some(log),
+            Err(e) => {
+                eprintln!("error: --access-log {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let (access_log, log_writer): (Option<AccessLog>, Option<LogWriter>) = log.unzip();
+    let resolver = Resolver::new(args.dns());
     let settings = Settings {
         policy: args.policy(),
         users,
         connect_timeout: args.connect_timeout(),
         idle_timeout: args.idle_timeout(),
         header_timeout: args.header_timeout(),
+        resolver,
+        access_log: access_log.clone(),
     };
     let listener = match TcpListener::bind(args.listen) {
         Ok(l) => l,
@@ -88,15 +110,23 @@ fn main() -> ExitCode {
         }
     }
     let stats = Arc::new(Stats::default());
-    match run(
+    let settings = Arc::new(settings);
+    let served = run(
         listener,
         &shutdown,
         args.max_connections,
-        settings,
+        settings.clone(),
         stats.clone(),
-    ) {
+    );
+    // Every connection has ended: the log's last lines are queued.
+    if let Some(Err(e)) = log_writer.map(LogWriter::finish) {
+        eprintln!("error: --access-log: {e}");
+    }
+    match served {
         Ok(report) => {
-            summary(&report, &stats, args.json);
+            let log_dropped = access_log.as_ref().map_or(0, AccessLog::dropped);
+            let dns = settings.resolver.stats();
+            summary(&report, &stats, dns, log_dropped, args.json);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -111,7 +141,7 @@ fn run(
     listener: TcpListener,
     shutdown: &Shutdown,
     max_connections: usize,
-    settings: Settings,
+    settings: Arc<Settings>,
     stats: Arc<Stats>,
 ) -> io::Result<Report> {
     let config = server::Config {
@@ -122,13 +152,12 @@ fn run(
         ),
         ..server::Config::default()
     };
-    let settings = Arc::new(settings);
     server::run(listener, shutdown, config, move |conn| {
         handler::serve(conn, &settings, &stats)
     })
 }
 
-fn summary(report: &Report, stats: &Stats, json: bool) {
+fn summary(report: &Report, stats: &Stats, dns: DnsStats, log_dropped: u64, json: bool) {
     let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let fields = [
         ("accepted", report.accepted),
@@ -140,6 +169,9 @@ fn summary(report: &Report, stats: &Stats, json: bool) {
         ("auth_failed", n(&stats.auth_failed)),
         ("upstream_failed", n(&stats.upstream_failed)),
         ("bad_requests", n(&stats.bad_requests)),
+        ("dns_lookups", dns.lookups),
+        ("dns_hits", dns.hits + dns.shared),
+        ("log_dropped", log_dropped),
     ];
     if json {
         let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
