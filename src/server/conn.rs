@@ -231,6 +231,28 @@ impl WriteHalf {
     pub fn closer(&self) -> Closer {
         self.closer.clone()
     }
+
+    /// Shut the writing side only (a half-close): the peer reads what was
+    /// sent, then end-of-file, and may go on sending; the [`ReadHalf`]
+    /// still reads it. A tunnel passes one side's end of stream on this
+    /// way without cutting the other direction.
+    ///
+    /// TLS: `ErrorKind::Unsupported`. A TLS half-close is a `close_notify`
+    /// alert and then the TCP half-close, and the alert must be made by
+    /// the rustls connection the two halves share and leave through their
+    /// one ordered output (`tls_split.rs`), which this half does not reach.
+    /// A TLS 1.2 peer also answers `close_notify` by closing its own side
+    /// (RFC 5246 7.2.1), so the other direction would end anyway. Use
+    /// [`close`](Self::close) there.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match &self.inner {
+            WriteInner::Plain(s) => s.shutdown(std::net::Shutdown::Write),
+            WriteInner::Tls(_) => Err(io::Error::new(
+                ErrorKind::Unsupported,
+                "a TLS connection has no half-close here; close it whole",
+            )),
+        }
+    }
 }
 
 impl Write for WriteHalf {

@@ -244,6 +244,55 @@ fn a_closer_ends_a_parked_read_from_another_thread() {
     server.join().unwrap().unwrap();
 }
 
+#[test]
+fn a_half_close_ends_the_peers_reading_but_not_its_writing() {
+    let (heard, hear) = std::sync::mpsc::channel();
+    let (addr, shutdown, server) = start(Config::default(), move |conn| {
+        let (reader, mut writer) = conn.split().unwrap();
+        writer.write_all(b"bye\n").unwrap();
+        writer.shutdown_write().unwrap();
+        let mut line = String::new();
+        let read = BufReader::new(reader).read_line(&mut line).map(|_| line);
+        heard.send(read.map_err(|e| e.kind())).unwrap();
+    });
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(SOON)).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+    assert_eq!(got, b"bye\n", "all that was sent, then end-of-file");
+    client.write_all(b"still here\n").unwrap();
+    let heard = hear.recv_timeout(SOON).unwrap();
+    assert_eq!(heard.unwrap(), "still here\n", "the other way still works");
+    shutdown.trigger();
+    server.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_tls_half_close_is_refused_as_unsupported() {
+    let (server_tls, client_tls) = tls_pair();
+    let config = Config {
+        tls: Some(server_tls),
+        ..Config::default()
+    };
+    let (told, told_rx) = std::sync::mpsc::channel();
+    let (addr, shutdown, server) = start(config, move |conn| {
+        let (_reader, writer) = conn.split().unwrap();
+        told.send(writer.shutdown_write().map_err(|e| e.kind()))
+            .unwrap();
+    });
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(SOON)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = rustls::ClientConnection::new(client_tls, name).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).unwrap();
+    }
+    let told = told_rx.recv_timeout(SOON).unwrap();
+    assert_eq!(told, Err(ErrorKind::Unsupported));
+    shutdown.trigger();
+    server.join().unwrap().unwrap();
+}
+
 /// A TLS config with a certificate for 127.0.0.1 from a fresh test CA, and
 /// a client config that trusts that CA.
 fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {

@@ -2,10 +2,13 @@
 //! origin until both sides are done, through fixed heap buffers.
 //!
 //! The handler's coroutine copies client -> origin; a second coroutine
-//! copies origin -> client. The client's EOF half-closes the origin
-//! (`shutdown(Write)`) and the other way keeps copying until the origin
-//! closes. The origin's EOF closes the client socket whole: the server
-//! layer's `WriteHalf` has no half-close (see the report on the layer).
+//! copies origin -> client. Each side's EOF is passed on as a half-close
+//! (`shutdown(Write)`: the client's to the origin, the origin's to the
+//! client with `WriteHalf::shutdown_write`) while the other direction
+//! keeps copying, so a client that sends its whole request and then waits
+//! (`nc -N`), or an origin that answers and then still listens, works. A
+//! listener with TLS has no half-close: there the origin's EOF closes the
+//! client whole. An error on either side closes both.
 //!
 //! Idle: each side's reads time out after `idle`; a direction that times
 //! out ends the tunnel only if the other direction has not moved for as
@@ -74,9 +77,14 @@ pub fn run(client: Conn, origin: TcpStream, leftover: &[u8], idle: Duration) -> 
                 .stack_size(COPY_STACK_WORDS)
                 .spawn(move || {
                     let moved = copy(&mut origin_in, &mut client_out, &activity, idle);
-                    // The origin is done (or failed): nothing more will
-                    // reach the client, and its reads end with this too.
-                    client_out.close();
+                    match &moved {
+                        // The origin finished sending: the client reads
+                        // end-of-file and may still send.
+                        Ok(_) if client_out.shutdown_write().is_ok() => {}
+                        // Broken, or no half-close (TLS): the client's
+                        // reads end with this too.
+                        _ => client_out.close(),
+                    }
                     moved
                 })?
         }
