@@ -1,0 +1,23 @@
+//! End-to-end: the finished `proxy_server` run as a user runs it, with
+//! curl and nc as its clients (and a raw socket for what no real client
+//! sends), in front of origins served on loopback by this test process
+//! (HTTPS with a throwaway CA, a TCP echo).
+//!
+//! Needs curl and nc (`.ci/run` installs them: Debian packages `curl`
+//! and `netcat-openbsd`); a test whose tool is missing fails and says so.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "proxy_server/clients.rs"]
+mod clients;
+#[path = "proxy_server/limits.rs"]
+mod limits;
+#[path = "proxy_server/origins.rs"]
+mod origins;
+#[path = "proxy_server/proxy.rs"]
+mod proxy;
+#[path = "proxy_server/refusals.rs"]
+mod refusals;
+#[path = "proxy_server/tunnels.rs"]
+mod tunnels;
