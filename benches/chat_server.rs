@@ -30,6 +30,8 @@ mod support;
 
 #[path = "chat_server/bots.rs"]
 mod bots;
+#[path = "support/procfs.rs"]
+mod procfs;
 #[path = "chat_server/servers.rs"]
 mod servers;
 
@@ -39,6 +41,11 @@ use std::time::Duration;
 
 use bots::{Bots, Phase};
 use servers::Server;
+
+/// CPU time this process, the bots' side of the load, has used so far.
+fn own_cpu() -> Duration {
+    procfs::cpu_of(std::process::id()).expect("a process can read its own /proc/PID/stat")
+}
 
 /// The load: 1,000 clients in 10 rooms of 100.
 const BOTS: usize = 1_000;
@@ -115,10 +122,10 @@ fn measure(server: Server) -> Measured {
     let mut rows = Vec::new();
     for (phase, rate) in RATES.into_iter().enumerate() {
         let cpu = server.cpu();
-        let bots_cpu = servers::cpu_of(std::process::id());
+        let bots_cpu = own_cpu();
         let result = bots.load(phase as u64, rate, LENGTH);
         let cpu = server.cpu() - cpu;
-        let bots_cpu = servers::cpu_of(std::process::id()) - bots_cpu;
+        let bots_cpu = own_cpu() - bots_cpu;
         let (rss, hwm) = (server.status_bytes("VmRSS"), server.status_bytes("VmHWM"));
         eprintln!(
             "{}: {rate}/s per bot: sent {}, delivered {} of {} ({:.0}/s), p50 {:?}, p99 {:?}, cpu {:?}, bots cpu {:?}, rss {} MiB, {} bots cut",
@@ -155,9 +162,9 @@ fn measure(server: Server) -> Measured {
     let mut ack_runs = |bots: &mut Bots, n: usize, rate: f64, length: Duration| {
         for quick in [false, true] {
             bots.quick_acks(quick);
-            let bots_cpu = servers::cpu_of(std::process::id());
+            let bots_cpu = own_cpu();
             let p = bots.load(phase, rate, length);
-            let bots_cpu = servers::cpu_of(std::process::id()) - bots_cpu;
+            let bots_cpu = own_cpu() - bots_cpu;
             phase += 1;
             eprintln!(
                 "{}: {n} bots at {rate}/s, quick ACKs {quick}: delivered {} of {}, p50 {:?}, p90 {:?}, p99 {:?}, bots cpu {:?}",

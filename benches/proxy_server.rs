@@ -23,6 +23,8 @@
 
 #[path = "proxy_server/load.rs"]
 mod load;
+#[path = "support/procfs.rs"]
+mod procfs;
 #[path = "proxy_server/procs.rs"]
 mod procs;
 

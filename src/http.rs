@@ -157,30 +157,23 @@ fn read_body(reader: &mut impl BufRead, framing: Framing, limits: &Limits) -> io
     Ok(body)
 }
 
-/// Read one request. `Ok(None)`: the client closed the connection cleanly
-/// between requests.
+/// Read one request, body included (capped by [`Limits::body_bytes`]).
+/// `Ok(None)`: the client closed the connection cleanly between requests.
+///
+/// The head is [`read_request_head`]'s, with every check it makes (obsolete
+/// line folding, conflicting framing, `Transfer-Encoding` in HTTP/1.0):
+/// one parser for servers and proxies alike.
 pub fn read_request(reader: &mut impl BufRead, limits: &Limits) -> io::Result<Option<Request>> {
-    let Some(head) = read_head(reader, limits)? else {
+    let Some(head) = read_request_head(reader, limits)? else {
         return Ok(None);
     };
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.headers];
-    let mut parsed = httparse::Request::new(&mut slots);
-    match parsed.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(invalid("incomplete request head")),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(invalid(format!("more than {} headers", limits.headers)))
-        }
-        Err(e) => return Err(invalid(format!("malformed request: {e}"))),
-    }
-    let headers = owned_headers(parsed.headers)?;
-    let request = Request {
-        method: parsed.method.unwrap_or_default().to_owned(),
-        target: parsed.path.unwrap_or_default().to_owned(),
-        body: read_body(reader, request_framing(&headers)?, limits)?,
-        headers,
-    };
-    Ok(Some(request))
+    let body = read_body(reader, head.framing()?, limits)?;
+    Ok(Some(Request {
+        method: head.method,
+        target: head.target,
+        headers: head.headers,
+        body,
+    }))
 }
 
 /// Read one response to a request that was not `HEAD` (a `HEAD` answer's
@@ -335,6 +328,15 @@ mod tests {
             (
                 "GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
                 "not supported",
+            ),
+            // read_request_head's checks hold here too.
+            (
+                "GET / HTTP/1.1\r\nX-A: b\r\n c\r\n\r\n",
+                "obsolete line folding",
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "HTTP/1.0",
             ),
         ];
         for (text, why) in cases {

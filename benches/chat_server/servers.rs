@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::procfs;
 
 /// A server under load: its address and its process (killed on drop).
 pub struct Server {
@@ -32,7 +34,7 @@ pub fn ngircd() -> Server {
     // go, and retry with another if someone took it in between.
     for _ in 0..5 {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = procfs::free_port();
         let conf = NGIRCD_CONF
             .replace("@PORT@", &port.to_string())
             .replace("@PIDFILE@", dir.path().join("ngircd.pid").to_str().unwrap());
@@ -53,7 +55,7 @@ pub fn ngircd() -> Server {
             child,
             _dir: dir,
         };
-        if server.wait_until_it_accepts() {
+        if procfs::wait_until_accepts(&mut server.child, server.addr) {
             return server;
         }
     }
@@ -118,61 +120,27 @@ fn build_chat_server() -> PathBuf {
     target.join("release/examples/chat_server")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Server {
-    fn wait_until_it_accepts(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// A field of /proc/PID/status in bytes (`VmRSS`, `VmHWM`).
     pub fn status_bytes(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_else(|e| panic!("{}: /proc/{}/status: {e}", self.name, self.pid()));
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()));
-        kib * 1024
+        procfs::status_bytes(self.pid(), field).unwrap_or_else(|| {
+            panic!(
+                "{}: no {field} in /proc/{}/status (has it exited?)",
+                self.name,
+                self.pid()
+            )
+        })
     }
 
-    /// User + system CPU time the process has used so far.
+    /// User + system CPU time the server has used so far (with any
+    /// children it started; neither server forks).
     pub fn cpu(&self) -> Duration {
-        cpu_of(self.pid())
+        procfs::tree_cpu(self.pid())
     }
-}
-
-/// User + system CPU time process `pid` has used so far (all its threads).
-pub fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name (field 2) is in parentheses and may hold
-    // spaces: count fields after its closing parenthesis.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split(' ').collect();
-    // Fields 14 and 15 of proc(5), counted from field 3 here.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
 impl Server {
@@ -203,19 +171,6 @@ impl Server {
         }
         groups
     }
-}
-
-/// The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of
-/// /proc/PID/stat's CPU times.
-fn clock_ticks() -> u64 {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("CLK_TCK is a number")
 }
 
 impl Drop for Server {

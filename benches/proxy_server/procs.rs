@@ -2,10 +2,12 @@
 //! proxies, each on a loopback port from its config in
 //! `benches/proxy_server/`, and what /proc says about them.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::procfs;
 
 /// A process listening on `addr`, killed (with its children) on drop.
 pub struct Proc {
@@ -123,7 +125,7 @@ fn fill(template: &str, dir: &Path, port: u16, origin_port: u16) -> String {
 fn start(name: &'static str, command: impl Fn(&Path, u16) -> Command) -> Proc {
     for _ in 0..5 {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = procfs::free_port();
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = command(dir.path(), port)
             .stdin(Stdio::null())
@@ -137,7 +139,7 @@ fn start(name: &'static str, command: impl Fn(&Path, u16) -> Command) -> Proc {
             child,
             _dir: dir,
         };
-        if proc.wait_until_it_accepts() {
+        if procfs::wait_until_accepts(&mut proc.child, proc.addr) {
             return proc;
         }
         let log = std::fs::read_to_string(proc._dir.path().join("stderr.log")).unwrap_or_default();
@@ -146,106 +148,29 @@ fn start(name: &'static str, command: impl Fn(&Path, u16) -> Command) -> Proc {
     panic!("{name} did not accept connections on any of 5 ports within 10 s each");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Proc {
-    fn wait_until_it_accepts(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
     /// The process and all its descendants (a forking proxy's workers).
     pub fn tree(&self) -> Vec<u32> {
-        let mut parents = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            // Field 4 of proc(5), after the parenthesised command name.
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-            parents.push((pid, ppid));
-        }
-        let mut tree = vec![self.child.id()];
-        let mut i = 0;
-        while i < tree.len() {
-            let parent = tree[i];
-            tree.extend(parents.iter().filter(|p| p.1 == parent).map(|p| p.0));
-            i += 1;
-        }
-        tree
+        procfs::tree(self.child.id())
     }
 
     /// VmRSS summed over [`Proc::tree`], in bytes (pages two processes
-    /// share are counted in each).
+    /// share are counted in each; a process gone meanwhile, none).
     pub fn rss(&self) -> u64 {
         self.tree()
             .iter()
-            .map(|&pid| status_bytes(pid, "VmRSS"))
+            .map(|&pid| procfs::status_bytes(pid, "VmRSS").unwrap_or(0))
             .sum()
     }
 
     /// User + system CPU time of the process and its descendants so far.
     pub fn cpu(&self) -> Duration {
-        self.tree().iter().map(|&pid| cpu_of(pid)).sum()
+        procfs::tree_cpu(self.child.id())
     }
-}
-
-/// A field of /proc/PID/status in bytes; 0 for a process gone meanwhile.
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-fn cpu_of(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split(' ').collect();
-    // utime and stime, fields 14 and 15 of proc(5), counted from field 3.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
-}
-
-/// `getconf CLK_TCK`: the unit of /proc/PID/stat's CPU times.
-fn clock_ticks() -> u64 {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("CLK_TCK is a number")
 }
 
 impl Drop for Proc {
