@@ -1,0 +1,247 @@
+//! The balancer on loopback, in front of the crate's scripted backends,
+//! driven by a plain client on the test thread (not a coroutine, so std
+//! sockets are fine there).
+
+use std::io::BufReader;
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use may_patterns::backend::{Backend, BackendConfig as Scripted};
+use may_patterns::balance::BackendConfig;
+use may_patterns::http::{header, read_response, write_request, Limits, Response};
+use may_patterns::runtime::configure_for_tests;
+
+use super::*;
+
+/// How long a test waits for a state before it fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The scripted backend answers searches only (400 otherwise).
+const SEARCH: &str = "/search?q=lamp";
+
+struct Balancer {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    stats: Arc<Stats>,
+    thread: Option<JoinHandle<io::Result<Report>>>,
+}
+
+impl Balancer {
+    fn start(backends: &[SocketAddr], retries: u32) -> Balancer {
+        configure_for_tests();
+        let pool = Arc::new(Pool::new(
+            backends.iter().map(|&a| BackendConfig::new(a)).collect(),
+            PoolConfig::default(), // rise 2, fall 3, round-robin
+            Arc::new(MonotonicClock::new()),
+        ));
+        let settings = Arc::new(Settings {
+            upstreams: Upstreams::new(pool.addrs()),
+            pool,
+            retries,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
+            stats_path: "/_lb/stats".to_owned(),
+        });
+        let check = CheckConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+            path: SEARCH.to_owned(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stats) = (Shutdown::new(), Arc::new(Stats::default()));
+        let thread = {
+            let (shutdown, stats) = (shutdown.clone(), stats.clone());
+            std::thread::spawn(move || run(listener, &shutdown, 64, check, settings, stats))
+        };
+        Balancer {
+            addr,
+            shutdown,
+            stats,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self) -> Client {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    fn stop(mut self) -> Report {
+        self.shutdown.trigger();
+        self.thread.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+/// One keep-alive client connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn get(&mut self, target: &str) -> Response {
+        write_request(&mut self.writer, "GET", target, "lb.test", &[], b"").unwrap();
+        read_response(&mut self.reader, &Limits::default()).unwrap()
+    }
+
+    fn send(&mut self, text: &str) -> Response {
+        std::io::Write::write_all(&mut self.writer, text.as_bytes()).unwrap();
+        read_response(&mut self.reader, &Limits::default()).unwrap()
+    }
+}
+
+/// Which scripted backend answered: its name is the shop in every offer.
+fn shop(response: &Response) -> String {
+    let body = String::from_utf8_lossy(&response.body);
+    let at = body.find("\"shop\":\"").expect("an offer") + 8;
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
+/// `addr`'s entry in the stats page.
+fn backend_stats(client: &mut Client, addr: SocketAddr) -> serde_json::Value {
+    let stats = client.get("/_lb/stats");
+    assert_eq!(stats.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["addr"] == addr.to_string())
+        .unwrap();
+    entry.clone()
+}
+
+fn backend_state(client: &mut Client, addr: SocketAddr) -> String {
+    backend_stats(client, addr)["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn requests_go_round_robin_and_a_stopped_backend_costs_no_get() {
+    let a = Backend::start(Scripted::new("a", Duration::ZERO)).unwrap();
+    let b = Backend::start(Scripted::new("b", Duration::ZERO)).unwrap();
+    let b_addr = b.addr;
+    let lb = Balancer::start(&[a.addr, b.addr], 1);
+    let mut client = lb.connect();
+    let shops: Vec<String> = (0..10).map(|_| shop(&client.get(SEARCH))).collect();
+    let expected: Vec<&str> = ["a", "b"].repeat(5);
+    assert_eq!(shops, expected, "strict turns on one keep-alive connection");
+
+    drop(b); // its port now refuses connections
+    let started = Instant::now();
+    for i in 0..2 {
+        let response = client.get(SEARCH);
+        assert_eq!(response.status, 200, "GET {i} after the stop");
+        assert_eq!(shop(&response), "a");
+        assert_eq!(header(&response.headers, "via"), Some("1.1 load_balancer"));
+    }
+    assert_eq!(
+        lb.stats.retried.load(Ordering::Relaxed),
+        1,
+        "b's turn went to a"
+    );
+    // No traffic now: the checker's failures complete the fall of 3.
+    while backend_state(&mut client, b_addr) != "down" {
+        assert!(started.elapsed() < PATIENCE, "b never went down");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b_stats = backend_stats(&mut client, b_addr);
+    assert_eq!(b_stats["errors"], 1, "one live request failed on b");
+    assert!(b_stats["checks_failed"].as_u64().unwrap() >= 2, "{b_stats}");
+    for _ in 0..20 {
+        assert_eq!(shop(&client.get(SEARCH)), "a");
+    }
+    assert_eq!(
+        lb.stats.retried.load(Ordering::Relaxed),
+        1,
+        "b is no longer picked"
+    );
+    assert_eq!(lb.stats.failed.load(Ordering::Relaxed), 0);
+    let report = lb.stop();
+    assert_eq!(report.accepted, 1);
+}
+
+#[test]
+fn no_backend_up_is_503_and_a_retry_is_not_repeated_on_the_same_backend() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let lb = Balancer::start(&[closed], 3);
+    let mut client = lb.connect();
+    // Up until checks or live traffic say otherwise: the connect fails and
+    // there is no other backend to retry on.
+    let first = client.get(SEARCH);
+    assert_eq!(
+        first.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(lb.stats.retried.load(Ordering::Relaxed), 0);
+    let started = Instant::now();
+    loop {
+        let response = client.get(SEARCH);
+        if response.status == 503 {
+            assert_eq!(response.body, b"no backend is up\n");
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "never marked down");
+    }
+    lb.stop();
+}
+
+#[test]
+fn malformed_requests_are_refused_with_400() {
+    let a = Backend::start(Scripted::new("a", Duration::ZERO)).unwrap();
+    let lb = Balancer::start(&[a.addr], 1);
+    let mut client = lb.connect();
+    let no_host = client.send("GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(no_host.status, 400);
+    let mut client = lb.connect();
+    let smuggled = client.send(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert_eq!(smuggled.status, 400);
+    assert_eq!(header(&smuggled.headers, "connection"), Some("close"));
+    assert_eq!(lb.stats.bad_requests.load(Ordering::Relaxed), 2);
+    let mut client = lb.connect();
+    let picks = &backend_stats(&mut client, a.addr)["picks"];
+    assert_eq!(picks, 0, "nothing forwarded");
+    lb.stop();
+}
+
+#[test]
+fn drain_by_post_stops_new_requests_to_a_backend() {
+    let a = Backend::start(Scripted::new("a", Duration::ZERO)).unwrap();
+    let b = Backend::start(Scripted::new("b", Duration::ZERO)).unwrap();
+    let lb = Balancer::start(&[a.addr, b.addr], 1);
+    let mut client = lb.connect();
+    let drain = format!(
+        "POST /_lb/drain?backend={} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b.addr
+    );
+    let answer = client.send(&drain);
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    for _ in 0..4 {
+        assert_eq!(shop(&client.get(SEARCH)), "a");
+    }
+    assert_eq!(backend_state(&mut client, b.addr), "draining");
+    assert_eq!(client.get("/_lb/drain?backend=x").status, 405, "POST only");
+    lb.stop();
+}
