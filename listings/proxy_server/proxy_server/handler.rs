@@ -1,20 +1,37 @@
-//! One client connection: its request head, the access checks, then a
-//! CONNECT tunnel. Every refusal is a short response and a close.
+//! One client connection: requests read one after another (keep-alive),
+//! each checked, then forwarded ([`forward`](crate::forward)) or, for
+//! `CONNECT`, turned into a tunnel ([`tunnel`]), which ends the requests on
+//! that connection. Every refusal is a short `text/plain` answer saying
+//! which rule refused, and a close.
+//!
+//! Timeouts: a request head must be complete within `--header-timeout` of
+//! its first byte (of the accept, for the first request), kept by the
+//! alarm thread, which shuts the socket when it is due; between requests,
+//! and for every read and write after the head, `--idle-timeout`.
 
-use std::io::{self, BufReader, ErrorKind, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use may::net::TcpStream;
-use may_patterns::http::{header, read_request_head, Limits, RequestHead};
-use may_patterns::server::Conn;
+use may_patterns::alarm;
+use may_patterns::http::{header, read_request_head, write_error, Limits, RequestHead};
+use may_patterns::server::{Closer, Conn, ReadHalf, WriteHalf};
 
 use crate::access::Policy;
 use crate::access_log::{AccessLog, Entry};
 use crate::auth::Users;
+use crate::forward::{self, Next, COPY_BUF};
 use crate::resolve::Resolver;
-use crate::tunnel;
+use crate::{tunnel, upstream};
+
+/// The client's read buffer: a request head (bounded by `Limits`, not by
+/// this) usually fits whole.
+const READ_BUF: usize = 8 * 1024;
+/// What answers are written through: one copy buffer's piece plus its
+/// chunk framing, so a re-chunked piece leaves in one write.
+const WRITE_BUF: usize = COPY_BUF + 64;
 
 /// What every connection reads.
 pub struct Settings {
@@ -39,17 +56,81 @@ pub struct Stats {
     pub auth_failed: AtomicU64,
     pub upstream_failed: AtomicU64,
     pub bad_requests: AtomicU64,
+    /// Plain requests answered by an origin.
+    pub forwarded: AtomicU64,
+    /// Requests sent on a pooled origin connection.
+    pub origin_reused: AtomicU64,
+    /// Pooled connections found dead by a request, sent again on a new one.
+    pub origin_retried: AtomicU64,
+    /// Clients that went away (or stalled) in the middle of an exchange.
+    pub client_gone: AtomicU64,
 }
 
-/// A refusal: status, reason, and extra header lines.
-struct Refusal(u16, &'static str, &'static str);
+impl Stats {
+    /// Count a refusal under the rule it broke.
+    pub fn count_refusal(&self, status: u16) {
+        let counter = match status {
+            403 => &self.denied,
+            407 => &self.auth_failed,
+            502 | 504 => &self.upstream_failed,
+            _ => &self.bad_requests,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
-const FORBIDDEN: Refusal = Refusal(403, "Forbidden", "");
-const PROXY_AUTH: Refusal = Refusal(
-    407,
-    "Proxy Authentication Required",
-    "Proxy-Authenticate: Basic realm=\"proxy_server\"\r\n",
-);
+/// A refusal: the status, and the sentence the client reads as its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub why: String,
+}
+
+impl Refusal {
+    pub fn new(status: u16, why: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            why: why.into(),
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        407 => "Proxy Authentication Required",
+        502 => "Bad Gateway",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// Answer `refusal`: status, `text/plain` body, `Connection: close`, and a
+/// flush. A `407` also says which scheme to use.
+pub fn refuse(w: &mut impl Write, refusal: &Refusal) -> io::Result<()> {
+    let extra: &[(&str, &str)] = match refusal.status {
+        407 => &[("Proxy-Authenticate", "Basic realm=\"proxy_server\"")],
+        _ => &[],
+    };
+    let body = format!("{}\n", refusal.why);
+    write_error(
+        w,
+        refusal.status,
+        reason(refusal.status),
+        extra,
+        &body,
+        true,
+    )
+}
+
+/// A client connection's two halves and its copy buffer, made once and
+/// reused for every request on it.
+pub struct Client {
+    pub reader: BufReader<ReadHalf>,
+    pub writer: BufWriter<WriteHalf>,
+    pub buf: Vec<u8>,
+}
 
 pub fn serve(conn: Conn, settings: &Settings, stats: &Stats) {
     let peer = conn.peer();
@@ -60,129 +141,226 @@ pub fn serve(conn: Conn, settings: &Settings, stats: &Stats) {
     }
 }
 
-fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()> {
+fn serve_inner(mut conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()> {
     let peer = conn.peer();
-    let mut reader = BufReader::with_capacity(8 * 1024, conn);
     if !settings.policy.client_allowed(peer.ip()) {
-        stats.denied.fetch_add(1, Ordering::Relaxed);
-        return refuse(reader.get_mut(), FORBIDDEN);
+        let why = format!(
+            "client address {} is not in the allowed ranges (--allow-client)",
+            peer.ip()
+        );
+        let refusal = Refusal::new(403, why);
+        stats.count_refusal(refusal.status);
+        return refuse(&mut conn, &refusal);
     }
-    reader
-        .get_ref()
-        .set_idle_timeout(Some(settings.header_timeout))?;
-    // Only the head is read: CONNECT has no body (what follows it is the
-    // tunnel's), and plain requests are refused before any body is read.
-    let start = SystemTime::now();
-    let request = match read_request_head(&mut reader, &Limits::default()) {
-        Ok(Some(r)) => r,
-        Ok(None) => return Ok(()),
-        Err(e) if e.kind() == ErrorKind::InvalidData => {
-            stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return refuse(reader.get_mut(), Refusal(400, "Bad Request", ""));
-        }
-        Err(e) => return Err(e),
+    conn.set_idle_timeout(Some(settings.idle_timeout))?;
+    conn.set_write_timeout(Some(settings.idle_timeout))?;
+    let (closer, stopping) = (conn.closer(), conn.stopping().clone());
+    let (reader, writer) = conn.split()?;
+    let mut client = Client {
+        reader: BufReader::with_capacity(READ_BUF, reader),
+        writer: BufWriter::with_capacity(WRITE_BUF, writer),
+        buf: vec![0; COPY_BUF],
     };
-    if let Some(users) = &settings.users {
-        if !users.check(header(&request.headers, "proxy-authorization")) {
-            stats.auth_failed.fetch_add(1, Ordering::Relaxed);
-            return refuse(reader.get_mut(), PROXY_AUTH);
+    let mut first = true;
+    loop {
+        if !first && !another_request(&mut client.reader)? {
+            return Ok(());
+        }
+        first = false;
+        let start = SystemTime::now();
+        let read = {
+            let _deadline = head_deadline(&closer, settings.header_timeout);
+            read_request_head(&mut client.reader, &Limits::default())
+        };
+        let head = match read {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                let refusal = Refusal::new(400, format!("bad request head: {e}"));
+                stats.count_refusal(refusal.status);
+                return refuse(&mut client.writer, &refusal);
+            }
+            Err(e) => return Err(e),
+        };
+        let logged = Logged {
+            settings,
+            peer,
+            head: &head,
+            start,
+        };
+        if let Some(users) = &settings.users {
+            if !users.check(header(&head.headers, "proxy-authorization")) {
+                let why = "this proxy needs a user and password (Proxy-Authorization: Basic)";
+                return logged.refuse(&mut client, stats, Refusal::new(407, why));
+            }
+        }
+        if head.method.eq_ignore_ascii_case("CONNECT") {
+            return open_tunnel(client, settings, stats, &logged);
+        }
+        let served = forward::forward(&head, &mut client, settings, stats, upstream::shared())?;
+        if let Some(status) = served.status {
+            logged.log(status, served.bytes_down);
+        }
+        if served.next == Next::Close || stopping.is_triggered() {
+            return Ok(());
         }
     }
-    if !request.method.eq_ignore_ascii_case("CONNECT") {
-        stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-        log(settings, peer, &request, 501, 0, start);
-        return refuse(reader.get_mut(), Refusal(501, "Not Implemented", ""));
+}
+
+/// Wait for the first byte of another request, up to the idle timeout
+/// (the socket's read timeout). `false`: the client closed, reset or went
+/// quiet, and the connection ends without a word.
+fn another_request(reader: &mut BufReader<ReadHalf>) -> io::Result<bool> {
+    match reader.fill_buf() {
+        Ok(bytes) => Ok(!bytes.is_empty()),
+        Err(e) => match e.kind() {
+            ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::ConnectionReset => Ok(false),
+            _ => Err(e),
+        },
     }
-    let Some((host, port)) = authority(&request.target) else {
-        stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return refuse(reader.get_mut(), Refusal(400, "Bad Request", ""));
+}
+
+/// Shut the connection at `now + timeout` unless the returned call is
+/// dropped first: the whole head must come by then, however slowly its
+/// bytes trickle in (a socket read timeout is per read, and a client
+/// sending a byte a second would never trip it).
+fn head_deadline(closer: &Closer, timeout: Duration) -> alarm::Call {
+    let closer = closer.clone();
+    alarm::shared().call_at(Instant::now() + timeout, move || closer.close())
+}
+
+/// What an access log line needs of a request.
+struct Logged<'a> {
+    settings: &'a Settings,
+    peer: SocketAddr,
+    head: &'a RequestHead,
+    start: SystemTime,
+}
+
+impl Logged<'_> {
+    /// One access log line, if `--access-log` is on.
+    fn log(&self, status: u16, bytes_sent: u64) {
+        let Some(access_log) = &self.settings.access_log else {
+            return;
+        };
+        let text = |name| header(&self.head.headers, name).map(str::to_owned);
+        access_log.log(Entry {
+            client: self.peer,
+            user: None,
+            method: self.head.method.clone(),
+            target: self.head.target.clone(),
+            version: self.head.version,
+            status,
+            bytes_sent,
+            referer: text("referer"),
+            user_agent: text("user-agent"),
+            start: self.start,
+        });
+    }
+
+    /// Count, log and answer `refusal`; the connection then closes.
+    fn refuse(&self, client: &mut Client, stats: &Stats, refusal: Refusal) -> io::Result<()> {
+        stats.count_refusal(refusal.status);
+        self.log(refusal.status, 0);
+        refuse(&mut client.writer, &refusal)
+    }
+}
+
+/// `CONNECT host:port`: the checks, the connect, the `200`, the tunnel.
+fn open_tunnel(
+    mut client: Client,
+    settings: &Settings,
+    stats: &Stats,
+    logged: &Logged,
+) -> io::Result<()> {
+    let Some((host, port)) = authority(&logged.head.target) else {
+        let why = format!("CONNECT needs host:port, not {:?}", logged.head.target);
+        return logged.refuse(&mut client, stats, Refusal::new(400, why));
     };
     if !settings.policy.port_allowed(port, true) {
-        stats.denied.fetch_add(1, Ordering::Relaxed);
-        return refuse(reader.get_mut(), FORBIDDEN);
+        let why = format!("CONNECT to port {port} is not allowed (--allow-connect-port)");
+        return logged.refuse(&mut client, stats, Refusal::new(403, why));
     }
-    let origin = match connect(host, port, settings) {
-        Ok(origin) => origin,
-        Err(refusal) => {
-            let counter = if refusal.0 == 403 {
-                &stats.denied
-            } else {
-                &stats.upstream_failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            return refuse(reader.get_mut(), refusal);
-        }
+    let connected =
+        destinations(host, port, settings).and_then(|addrs| connect_any(&addrs, settings));
+    let origin = match connected {
+        Ok((origin, _)) => origin,
+        Err(refusal) => return logged.refuse(&mut client, stats, refusal),
     };
-    reader
-        .get_mut()
+    client
+        .writer
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
-    reader.get_mut().flush()?;
-    let leftover = reader.buffer().to_vec();
+    client.writer.flush()?;
+    // What the client sent after its head belongs to the origin.
+    let leftover = client.reader.buffer().to_vec();
+    let client_out = client.writer.into_inner().map_err(|e| e.into_error())?;
     stats.tunnels.fetch_add(1, Ordering::Relaxed);
     let moved = tunnel::run(
-        reader.into_inner(),
+        client.reader.into_inner(),
+        client_out,
         origin,
         &leftover,
         settings.idle_timeout,
     )?;
     stats.bytes_up.fetch_add(moved.up, Ordering::Relaxed);
     stats.bytes_down.fetch_add(moved.down, Ordering::Relaxed);
-    log(settings, peer, &request, 200, moved.down, start);
+    logged.log(200, moved.down);
     Ok(())
 }
 
-/// One access log line, if `--access-log` is on.
-fn log(
+/// Resolve `host` and keep the addresses the policy allows. They are
+/// checked after resolution, so a name that points at 127.0.0.1 is refused
+/// like 127.0.0.1 itself (DNS rebinding).
+pub fn destinations(
+    host: &str,
+    port: u16,
     settings: &Settings,
-    client: SocketAddr,
-    request: &RequestHead,
-    status: u16,
-    bytes_sent: u64,
-    start: SystemTime,
-) {
-    let Some(access_log) = &settings.access_log else {
-        return;
-    };
-    let text = |name| header(&request.headers, name).map(str::to_owned);
-    access_log.log(Entry {
-        client,
-        user: None,
-        method: request.method.clone(),
-        target: request.target.clone(),
-        version: request.version,
-        status,
-        bytes_sent,
-        referer: text("referer"),
-        user_agent: text("user-agent"),
-        start,
-    });
-}
-
-/// Resolve, keep only allowed addresses (checked after resolution, so a
-/// name pointing at 127.0.0.1 is refused: DNS rebinding), connect to the
-/// first that answers.
-fn connect(host: &str, port: u16, settings: &Settings) -> Result<TcpStream, Refusal> {
-    let addrs: Vec<SocketAddr> = settings
+) -> Result<Vec<SocketAddr>, Refusal> {
+    let resolved = settings
         .resolver
         .resolve(host, port)
-        .map_err(|_| Refusal(502, "Bad Gateway", ""))?
+        .map_err(|e| Refusal::new(502, format!("cannot resolve {host}: {e}")))?;
+    let (allowed, internal): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
         .into_iter()
-        .filter(|a| settings.policy.dest_allowed(a.ip()))
-        .collect();
-    if addrs.is_empty() {
-        return Err(FORBIDDEN);
+        .partition(|a| settings.policy.dest_allowed(a.ip()));
+    if allowed.is_empty() {
+        let ips: Vec<String> = internal.iter().map(|a| a.ip().to_string()).collect();
+        let why = format!(
+            "destination address {} ({host}) is internal (loopback, private, link-local) \
+             and not allowed (--allow-dest)",
+            ips.join(", ")
+        );
+        return Err(Refusal::new(403, why));
     }
+    Ok(allowed)
+}
+
+/// Connect to the first of `addrs` that answers within the connect timeout.
+pub fn connect_any(
+    addrs: &[SocketAddr],
+    settings: &Settings,
+) -> Result<(TcpStream, SocketAddr), Refusal> {
+    let mut failures = Vec::new();
     let mut timed_out = false;
-    for addr in &addrs {
+    for addr in addrs {
         match TcpStream::connect_timeout(addr, settings.connect_timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => timed_out |= e.kind() == ErrorKind::TimedOut,
+            Ok(stream) => return Ok((stream, *addr)),
+            Err(e) => {
+                timed_out |= e.kind() == ErrorKind::TimedOut;
+                failures.push(format!("{addr}: {e}"));
+            }
         }
     }
-    Err(if timed_out {
-        Refusal(504, "Gateway Timeout", "")
-    } else {
-        Refusal(502, "Bad Gateway", "")
+    let tried = failures.join("; ");
+    Err(match timed_out {
+        true => Refusal::new(
+            504,
+            format!(
+                "connecting took over {} s ({tried})",
+                settings.connect_timeout.as_secs()
+            ),
+        ),
+        false => Refusal::new(502, format!("cannot connect ({tried})")),
     })
 }
 
@@ -195,14 +373,6 @@ fn authority(target: &str) -> Option<(&str, u16)> {
         return None;
     }
     Some((host, port))
-}
-
-fn refuse(w: &mut impl Write, Refusal(status, reason, extra): Refusal) -> io::Result<()> {
-    write!(
-        w,
-        "HTTP/1.1 {status} {reason}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    w.flush()
 }
 
 #[cfg(test)]
@@ -220,12 +390,32 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_complete_responses() {
+    fn refusals_are_complete_responses_that_say_why() {
         let mut out = Vec::new();
-        refuse(&mut out, PROXY_AUTH).unwrap();
+        refuse(&mut out, &Refusal::new(407, "a password, please")).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 407 "));
+        assert!(text.starts_with("HTTP/1.1 407 Proxy Authentication Required\r\n"));
         assert!(text.contains("Proxy-Authenticate: Basic realm=\"proxy_server\"\r\n"));
-        assert!(text.ends_with("Connection: close\r\n\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\na password, please\n"), "{text:?}");
+        let mut out = Vec::new();
+        refuse(&mut out, &Refusal::new(403, "port 25")).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(text.contains("Content-Length: 8\r\n"));
+        assert!(!text.contains("Proxy-Authenticate"));
+    }
+
+    #[test]
+    fn refusals_are_counted_under_their_rule() {
+        let stats = Stats::default();
+        for status in [400, 403, 403, 407, 502, 504] {
+            stats.count_refusal(status);
+        }
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(n(&stats.bad_requests), 1);
+        assert_eq!(n(&stats.denied), 2);
+        assert_eq!(n(&stats.auth_failed), 1);
+        assert_eq!(n(&stats.upstream_failed), 2);
     }
 }

@@ -1,9 +1,10 @@
 //! # proxy_server
 //!
 //! **Purpose.** A forward proxy on may: a client configured with
-//! `-x http://127.0.0.1:3128` opens `CONNECT host:443` tunnels through it
-//! (HTTPS, or any TCP the port policy allows). Plain `GET http://...`
-//! forwarding is not in this build yet: such requests get `501`.
+//! `-x http://127.0.0.1:3128` sends it plain `GET http://...` requests,
+//! forwarded on keep-alive connections to the origin with both bodies
+//! streamed ([`forward`], [`upstream`]), and opens `CONNECT host:443`
+//! tunnels (HTTPS, or any TCP the port policy allows).
 //!
 //! **Architecture.** `may_patterns::server::run` accepts, caps connections
 //! and shuts down; each connection runs [`handler::serve`] in its own
@@ -31,9 +32,11 @@ mod access;
 mod access_log;
 mod auth;
 mod cli;
+mod forward;
 mod handler;
 mod resolve;
 mod tunnel;
+mod upstream;
 
 use std::io;
 use std::process::ExitCode;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use may::coroutine;
 use may::net::TcpStream;
-use may_patterns::server::Conn;
+use may_patterns::server::{ReadHalf, WriteHalf};
 
 /// Each direction's buffer.
 const BUF: usize = 16 * 1024;
@@ -54,16 +54,21 @@ impl Activity {
     }
 }
 
-/// Run the tunnel (the `200` already written to `client`); `leftover` is
-/// what the client sent after its CONNECT head, owed to the origin first.
-pub fn run(client: Conn, origin: TcpStream, leftover: &[u8], idle: Duration) -> io::Result<Moved> {
-    client.set_idle_timeout(Some(idle))?;
+/// Run the tunnel between the client's halves (their idle timeout set
+/// before the split, the `200` already written) and `origin`; `leftover`
+/// is what the client sent after its CONNECT head, owed to the origin first.
+pub fn run(
+    mut client_in: ReadHalf,
+    mut client_out: WriteHalf,
+    origin: TcpStream,
+    leftover: &[u8],
+    idle: Duration,
+) -> io::Result<Moved> {
     origin.set_read_timeout(Some(idle))?;
     let activity = Arc::new(Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     });
-    let (mut client_in, mut client_out) = client.split()?;
     let mut origin_out = origin.try_clone()?;
     let mut origin_in = origin;
     origin_out.write_all(leftover)?;
