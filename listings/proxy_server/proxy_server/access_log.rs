@@ -173,6 +173,7 @@ pub fn start(out: Box<dyn Write + Send>, capacity: usize) -> io::Result<(AccessL
     Ok((log, LogWriter { queue, thread }))
 }
 
+// ANCHOR: log
 impl AccessLog {
     /// Queue `entry`, or drop and count it if the queue is full (or the
     /// writer has stopped on an error).
@@ -227,6 +228,7 @@ fn write_lines(lines: &bounded::Receiver<Message>, mut out: impl Write) -> io::R
     }
     out.flush()
 }
+// ANCHOR_END: log
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,9 @@ use std::time::Duration;
 use may::sync::SyncFlag;
 use may_patterns::clock::{Clock, MonotonicClock};
 
+/// The longest name DNS can carry (RFC 1035 2.3.4, in its text form).
+const MAX_NAME: usize = 253;
+
 /// How long answers stay, and how many names the cache holds.
 #[derive(Debug, Clone, Copy)]
 pub struct DnsConfig {
@@ -113,11 +116,22 @@ impl Resolver {
     }
 
     /// Every address `host:port` resolves to. An IP literal (`[v6]` too)
-    /// needs no lookup and is not cached.
+    /// needs no lookup and is not cached; a name longer than DNS allows is
+    /// refused without one, so junk names cannot fill the cache with
+    /// kilobyte keys.
     pub fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        if host.len() > MAX_NAME {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a host name of {} bytes (DNS allows {MAX_NAME})",
+                    host.len()
+                ),
+            ));
         }
         let ips = if self.config.ttl.is_zero() {
             self.look_up(host)
@@ -138,6 +152,7 @@ impl Resolver {
         }
     }
 
+    // ANCHOR: cached
     fn cached(&self, key: &str) -> Answer {
         let now = self.clock.now();
         let mut cache = self.lock();
@@ -199,6 +214,7 @@ impl Resolver {
         drop(guard);
         answer
     }
+    // ANCHOR_END: cached
 
     fn look_up(&self, host: &str) -> Answer {
         self.lookups.fetch_add(1, Ordering::Relaxed);
@@ -416,6 +432,15 @@ mod tests {
             r.resolve("10.1.2.3", 80).unwrap(),
             vec!["10.1.2.3:80".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn names_too_long_for_dns_are_refused_without_a_lookup() {
+        let (r, _) = counting(CONFIG);
+        let e = r.resolve(&"a".repeat(MAX_NAME + 1), 443).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        r.resolve(&"a".repeat(MAX_NAME), 443).unwrap();
+        assert_eq!(r.stats().lookups, 1);
     }
 
     #[test]
