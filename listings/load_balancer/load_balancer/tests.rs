@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use may_patterns::backend::{Backend, BackendConfig as Scripted};
 use may_patterns::balance::BackendConfig;
-use may_patterns::http::{header, read_response, write_request, Limits, Response};
+use std::sync::atomic::AtomicU64;
+
+use may_patterns::http::{
+    header, read_request, read_response, write_request, write_response, Limits, Response,
+};
 use may_patterns::runtime::configure_for_tests;
 
 use super::*;
@@ -243,5 +247,128 @@ fn drain_by_post_stops_new_requests_to_a_backend() {
     }
     assert_eq!(backend_state(&mut client, b.addr), "draining");
     assert_eq!(client.get("/_lb/drain?backend=x").status, 405, "POST only");
+    lb.stop();
+}
+
+/// An origin that keeps connections alive (the scripted backend closes
+/// after each answer): it answers `/chunked` with a chunked body, anything
+/// else with the request's body (`empty` if none). `best` is the most
+/// requests one of its connections has served.
+struct Origin {
+    addr: SocketAddr,
+    best: Arc<AtomicU64>,
+    shutdown: Shutdown,
+    thread: Option<JoinHandle<io::Result<Report>>>,
+}
+
+impl Origin {
+    fn start() -> Origin {
+        configure_for_tests();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, best) = (Shutdown::new(), Arc::new(AtomicU64::new(0)));
+        let thread = {
+            let (shutdown, best) = (shutdown.clone(), best.clone());
+            std::thread::spawn(move || {
+                server::run(
+                    listener,
+                    &shutdown,
+                    server::Config::default(),
+                    move |conn| {
+                        let _ = Origin::serve(conn, &best);
+                    },
+                )
+            })
+        };
+        Origin {
+            addr,
+            best,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    fn serve(conn: server::Conn, best: &AtomicU64) -> io::Result<()> {
+        let mut reader = BufReader::new(conn);
+        let mut served = 0;
+        while let Some(request) = read_request(&mut reader, &Limits::default())? {
+            let out = reader.get_mut();
+            if request.target == "/chunked" {
+                let text = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                            5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+                std::io::Write::write_all(out, text.as_bytes())?;
+            } else {
+                let body = match request.body.is_empty() {
+                    true => b"empty".to_vec(),
+                    false => request.body.clone(),
+                };
+                write_response(out, 200, "OK", "text/plain", &[], &body)?;
+            }
+            if request.target != SEARCH {
+                served += 1; // not a health check
+                best.fetch_max(served, Ordering::SeqCst);
+            }
+            if header(&request.headers, "connection") == Some("close") {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn backend_connections_are_kept_alive_between_requests() {
+    let origin = Origin::start();
+    let lb = Balancer::start(&[origin.addr], 1);
+    let mut client = lb.connect();
+    for _ in 0..10 {
+        assert_eq!(client.get("/x").body, b"empty");
+    }
+    // A second client's requests reuse the same kept connection.
+    let mut other = lb.connect();
+    for _ in 0..5 {
+        assert_eq!(other.get("/x").body, b"empty");
+    }
+    assert_eq!(
+        origin.best.load(Ordering::SeqCst),
+        15,
+        "one backend connection"
+    );
+    lb.stop();
+}
+
+#[test]
+fn bodies_are_streamed_both_ways_and_reframed_for_each_client() {
+    let origin = Origin::start();
+    let lb = Balancer::start(&[origin.addr], 1);
+    let mut client = lb.connect();
+    let post = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    let echoed = client.send(post);
+    assert_eq!(
+        (echoed.status, echoed.body.as_slice()),
+        (200, &b"abcde"[..])
+    );
+    let chunked = client.get("/chunked");
+    assert_eq!(chunked.body, b"hello world");
+    assert_eq!(
+        header(&chunked.headers, "transfer-encoding"),
+        Some("chunked")
+    );
+    // An HTTP/1.0 client knows no chunks: the body comes raw, then a close.
+    let mut old = lb.connect();
+    let answer = old.send("GET /chunked HTTP/1.0\r\n\r\n");
+    assert_eq!(answer.body, b"hello world");
+    assert_eq!(header(&answer.headers, "connection"), Some("close"));
+    assert_eq!(header(&answer.headers, "transfer-encoding"), None);
     lb.stop();
 }
