@@ -10,10 +10,10 @@ use may_patterns::cli::at_least_one;
 use crate::access::{Cidr, Policy};
 use crate::resolve::DnsConfig;
 
-/// A forward HTTP proxy (CONNECT tunnels).
+/// A forward HTTP proxy: plain http:// requests and CONNECT tunnels.
 ///
 /// Allowed by default: clients from 127.0.0.1 and ::1 only; CONNECT to
-/// port 443 only; destinations anywhere except loopback, private,
+/// port 443 only; plain requests to any port but 25; destinations anywhere except loopback, private,
 /// link-local and unspecified addresses (checked after name resolution),
 /// which need --allow-dest.
 #[derive(Parser, Debug)]
