@@ -319,16 +319,21 @@ pub fn destinations(
     let resolved = settings
         .resolver
         .resolve(host, port)
-        .map_err(|e| Refusal::new(502, format!("cannot resolve {host}: {e}")))?;
+        // The resolver's error names the host.
+        .map_err(|e| Refusal::new(502, format!("cannot resolve {e}")))?;
     let (allowed, internal): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
         .into_iter()
         .partition(|a| settings.policy.dest_allowed(a.ip()));
     if allowed.is_empty() {
         let ips: Vec<String> = internal.iter().map(|a| a.ip().to_string()).collect();
+        let ips = ips.join(", ");
+        let named = match ips == host.trim_start_matches('[').trim_end_matches(']') {
+            true => String::new(),
+            false => format!(" ({host})"),
+        };
         let why = format!(
-            "destination address {} ({host}) is internal (loopback, private, link-local) \
-             and not allowed (--allow-dest)",
-            ips.join(", ")
+            "destination address {ips}{named} is internal (loopback, private, link-local) \
+             and not allowed (--allow-dest)"
         );
         return Err(Refusal::new(403, why));
     }
