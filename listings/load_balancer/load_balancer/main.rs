@@ -24,9 +24,15 @@
 //! object). `--help` lists every setting and its default.
 //!
 //! **Performance.** Measured beside HAProxy and nginx by the chapter's
-//! bench (`cargo bench --bench load_balancer`). Each client connection
-//! holds an 8 KiB read buffer and a 16 KiB copy buffer on the heap; each
-//! backend keeps a bounded number of idle connections.
+//! bench (`cargo bench --bench load_balancer`). Memory is bounded per
+//! connection: a client connection holds a read buffer and a copy buffer
+//! of fixed sizes on the heap (`handler.rs`), a request in flight one more
+//! buffer for its backend connection (`forward.rs`), and each backend keeps
+//! at most `upstream::IDLE_PER_BACKEND` idle connections.
+//!
+//! **Shutdown.** Ctrl-C stops accepting and shuts every client socket; a
+//! request still waiting for a backend's answer ends when the answer comes
+//! or at `--response-timeout`, and the checker ends within one check.
 //!
 //! **Customization.** A new algorithm goes into `balance::Algorithm`; a
 //! request rewrite (a header added, a path prefix removed) goes into
@@ -152,7 +158,8 @@ fn run(
     let served = server::run(listener, shutdown, config, move |conn| {
         handler::serve(conn, &settings, &stats)
     });
-    // `run` returns early only on a bad config: stop the checker then too.
+    // `server::run` returns after the shutdown, or at once on a config it
+    // cannot run with: the checker stops in either case.
     shutdown.trigger();
     let _ = checker.join();
     served
