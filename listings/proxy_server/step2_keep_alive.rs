@@ -373,10 +373,11 @@ mod tests {
         let proxy = start_proxy("127.0.0.1:0").unwrap();
         for _ in 0..2 {
             let mut client = Client::connect(proxy.service.addr).unwrap();
-            let got = client
-                .exchange("GET", &get(origin.addr(), "/", ""))
-                .unwrap();
+            let close = get(origin.addr(), "/", "Connection: close\r\n");
+            let got = client.exchange("GET", &close).unwrap();
             assert_eq!(got.head.status, 200);
+            // Closed once the origin connection is back in the pool.
+            assert!(client.closed().unwrap());
         }
         assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
     }
