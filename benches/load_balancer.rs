@@ -52,14 +52,14 @@ const KILL_AT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(100);
 
 struct Load {
-    name: &'static str,
+    name: String,
     wrk: Wrk,
     cpu_share: f64,
     rss: u64,
 }
 
 struct Failover {
-    name: &'static str,
+    name: String,
     wrk: Wrk,
     /// `None` for a balancer that does not say; `Some(None)` if it never
     /// counted the backend down during the run.
@@ -104,7 +104,7 @@ fn measure(kind: Kind, backends: &Proc) -> Load {
         rss >> 20
     );
     Load {
-        name: balancer.name,
+        name: balancer.name.clone(),
         wrk,
         cpu_share,
         rss,
@@ -142,7 +142,7 @@ fn failover(kind: Kind) -> Failover {
         wrk.requests
     );
     Failover {
-        name: balancer.name,
+        name: balancer.name.clone(),
         wrk,
         detected,
     }
@@ -179,6 +179,12 @@ fn write_tables(loads: &[Load], failovers: &[Failover], load_average: &str) {
     };
     let mut load = heading(" after a 2 s warm-up");
     load.push_str(
+        "Failed: wrk's socket errors plus non-2xx answers. Balancer CPU: user + system \
+         time over the run's wall time, summed over the balancer's processes (200% is \
+         both cores). VmRSS: after the run, summed over its processes. nginx has no \
+         active checks: it leaves a backend out after `max_fails=3` failed requests.\n\n",
+    );
+    load.push_str(
         "| balancer | requests | req/s | p50 | p99 | failed | balancer CPU | balancer VmRSS |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -203,6 +209,11 @@ fn write_tables(loads: &[Load], failovers: &[Failover], load_average: &str) {
         KILL_AT.as_secs(),
         POLL.as_millis()
     ));
+    fail.push_str(
+        "Counted down: the first read that showed the killed backend out of rotation \
+         (ours: `GET /_lb/stats`, where failed requests also count against a backend; \
+         HAProxy: `show stat` on its stats socket). nginx shows no backend states.\n\n",
+    );
     fail.push_str(
         "| balancer | requests | req/s | socket errors | non-2xx | failed | counted down after the kill |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",

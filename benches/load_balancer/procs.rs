@@ -11,7 +11,7 @@ use crate::procfs;
 
 /// A process listening on `addrs`, killed (with its children) on drop.
 pub struct Proc {
-    pub name: &'static str,
+    pub name: String,
     pub addrs: Vec<SocketAddr>,
     child: Child,
     /// Holds the generated config, pid file, logs and sockets; removed on drop.
@@ -54,14 +54,14 @@ pub fn require_peers() {
 
 /// Four backends in one nginx process (four `server` blocks).
 pub fn backends_together() -> Proc {
-    start("nginx (4 backends)", 4, |dir, ports| {
+    start("nginx (4 backends)".to_owned(), 4, |dir, ports| {
         nginx_command(dir, include_str!("backends_nginx.conf.in"), ports, &[])
     })
 }
 
 /// One backend in its own nginx process, so it can be killed alone.
 pub fn backend_alone() -> Proc {
-    start("nginx (1 backend)", 1, |dir, ports| {
+    start("nginx (1 backend)".to_owned(), 1, |dir, ports| {
         nginx_command(dir, include_str!("backend_nginx.conf.in"), ports, &[])
     })
 }
@@ -71,29 +71,51 @@ pub fn balancer(kind: Kind, backends: &[SocketAddr]) -> Proc {
     match kind {
         Kind::Ours => ours(backends),
         Kind::Haproxy => haproxy(backends),
-        Kind::Nginx => start("nginx 1.22", 1, |dir, ports| {
-            nginx_command(dir, include_str!("balancer_nginx.conf.in"), ports, backends)
-        }),
+        Kind::Nginx => start(
+            version(NGINX, "nginx version: nginx/", "nginx"),
+            1,
+            |dir, ports| {
+                nginx_command(dir, include_str!("balancer_nginx.conf.in"), ports, backends)
+            },
+        ),
     }
 }
 
+/// `NAME X.Y.Z` from what `program -v` prints after `prefix` (nginx
+/// prints it on stderr, HAProxy on stdout), so the tables name the
+/// version that was measured.
+fn version(program: &str, prefix: &str, name: &str) -> String {
+    let out = Command::new(program).arg("-v").output().expect("-v runs");
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    let number = text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split(|c: char| c != '.' && !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no version after {prefix:?} in `{program} -v`: {text}"));
+    format!("{name} {number}")
+}
+
 fn haproxy(backends: &[SocketAddr]) -> Proc {
-    start("HAProxy 2.6", 1, |dir, ports| {
-        let path = dir.join("haproxy.cfg");
-        let conf = fill(include_str!("haproxy.cfg.in"), dir, ports, backends);
-        std::fs::write(&path, conf).unwrap();
-        let mut cmd = Command::new(HAPROXY);
-        // -db: stay in the foreground, one process.
-        cmd.arg("-db").arg("-f").arg(&path);
-        cmd
-    })
+    start(
+        version(HAPROXY, "HAProxy version ", "HAProxy"),
+        1,
+        |dir, ports| {
+            let path = dir.join("haproxy.cfg");
+            let conf = fill(include_str!("haproxy.cfg.in"), dir, ports, backends);
+            std::fs::write(&path, conf).unwrap();
+            let mut cmd = Command::new(HAPROXY);
+            // -db: stay in the foreground, one process.
+            cmd.arg("-db").arg("-f").arg(&path);
+            cmd
+        },
+    )
 }
 
 /// The book's `load_balancer`, a release build, with the same checks and
 /// retries as HAProxy's config.
 fn ours(backends: &[SocketAddr]) -> Proc {
     let program = build_load_balancer();
-    start("load_balancer (this book)", 1, |_, ports| {
+    start("load_balancer (this book)".to_owned(), 1, |_, ports| {
         let mut cmd = Command::new(&program);
         cmd.args(["--listen", &format!("127.0.0.1:{}", ports[0])]);
         for b in backends {
@@ -173,7 +195,7 @@ fn fill(template: &str, dir: &Path, ports: &[u16], backends: &[SocketAddr]) -> S
 /// Start `command(dir, ports)` on `n` free ports until it accepts on all:
 /// the programs bind the ports themselves, so another process may take one
 /// between our probe and their bind; then try other ports.
-fn start(name: &'static str, n: usize, command: impl Fn(&Path, &[u16]) -> Command) -> Proc {
+fn start(name: String, n: usize, command: impl Fn(&Path, &[u16]) -> Command) -> Proc {
     for _ in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..n).map(|_| procfs::free_port()).collect();
@@ -185,7 +207,7 @@ fn start(name: &'static str, n: usize, command: impl Fn(&Path, &[u16]) -> Comman
             .spawn()
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut proc = Proc {
-            name,
+            name: name.clone(),
             addrs: ports
                 .iter()
                 .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
