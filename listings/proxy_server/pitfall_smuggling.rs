@@ -223,6 +223,7 @@ fn checked_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Resul
     let (input, mut output) = conn.split()?;
     let mut input = BufReader::new(input);
     let limits = Limits::default();
+    let mut buf = vec![0; 16 * 1024];
     loop {
         let mut head = match read_request_head(&mut input, &limits) {
             Ok(Some(head)) => head,
@@ -250,7 +251,6 @@ fn checked_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Resul
             &format!("{} {} HTTP/1.1", head.method, head.target),
             &head.headers,
         )?;
-        let mut buf = vec![0; 16 * 1024];
         copy_body(
             &mut input, framing, to, framing, BODY_BYTES, &limits, &mut buf,
         )?;
