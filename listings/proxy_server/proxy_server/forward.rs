@@ -832,4 +832,67 @@ mod loopback {
         let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!((n(&stats.forwarded), n(&stats.origin_reused)), (3, 2));
     }
+
+    /// Answer the first request on each connection; read the next and
+    /// close without a word, as an origin does that drops an idle
+    /// keep-alive connection just as the proxy reuses it.
+    fn one_answer_origin(conn: Conn) {
+        let mut reader = BufReader::new(conn);
+        let limits = Limits::default();
+        if let Ok(Some(_)) = read_request(&mut reader, &limits) {
+            let out = reader.get_mut();
+            if write_response(out, 200, "OK", "text/plain", &[], b"answered").is_err() {
+                return;
+            }
+        }
+        let _ = read_request(&mut reader, &limits);
+    }
+
+    #[test]
+    fn a_dead_pooled_connection_is_retried_only_for_an_idempotent_request() {
+        configure_for_tests();
+        let (origin, origin_stop, origin_thread) = start(one_answer_origin);
+        let stats = std::sync::Arc::new(Stats::default());
+        let counted = stats.clone();
+        let proxy_settings = settings();
+        let (proxy, proxy_stop, proxy_thread) =
+            start(move |conn| handler::serve(conn, &proxy_settings, &counted));
+
+        // One client connection, so each request starts after the one
+        // before has put its origin connection back in the pool.
+        let mut client = StdStream::connect(proxy).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            client,
+            "GET http://{origin}/a HTTP/1.1\r\n\r\n\
+             GET http://{origin}/b HTTP/1.1\r\n\r\n\
+             POST http://{origin}/c HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        .unwrap();
+        let mut answers = BufReader::new(client.try_clone().unwrap());
+        let limits = Limits::default();
+        let first = read_response(&mut answers, &limits).unwrap();
+        assert_eq!((first.status, &first.body[..]), (200, &b"answered"[..]));
+        let retried = read_response(&mut answers, &limits).unwrap();
+        assert_eq!(
+            (retried.status, &retried.body[..]),
+            (200, &b"answered"[..]),
+            "the GET went again on a fresh connection"
+        );
+        let post = read_response(&mut answers, &limits).unwrap();
+        let body = String::from_utf8_lossy(&post.body);
+        assert_eq!(post.status, 502, "a POST is never sent twice: {body}");
+        assert!(body.contains("without an answer"), "{body}");
+
+        drop((client, answers));
+        proxy_stop.trigger();
+        proxy_thread.join().unwrap().unwrap();
+        origin_stop.trigger();
+        let origin_report = origin_thread.join().unwrap().unwrap();
+        assert_eq!(origin_report.accepted, 2, "the first, and the retry's");
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!((n(&stats.origin_reused), n(&stats.origin_retried)), (2, 1));
+    }
 }
