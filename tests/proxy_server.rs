@@ -13,11 +13,15 @@ mod support;
 mod clients;
 #[path = "proxy_server/limits.rs"]
 mod limits;
+#[path = "proxy_server/many_idle.rs"]
+mod many_idle;
 #[path = "proxy_server/origins.rs"]
 mod origins;
 #[path = "proxy_server/proxy.rs"]
 mod proxy;
 #[path = "proxy_server/refusals.rs"]
 mod refusals;
+#[path = "proxy_server/slow_clients.rs"]
+mod slow_clients;
 #[path = "proxy_server/tunnels.rs"]
 mod tunnels;

@@ -80,6 +80,17 @@ impl Answer {
         assert_eq!(self.header("connection"), Some("close"), "{}", self.head);
     }
 
+    /// Fails unless the body, a sentence saying why, names `rule` (the
+    /// flag that would allow what was refused, say).
+    pub fn assert_says(&self, rule: &str) {
+        let body = String::from_utf8_lossy(&self.rest);
+        assert!(
+            body.contains(rule),
+            "want a body naming {rule:?}, got {body:?} after {}",
+            self.head
+        );
+    }
+
     /// A header's value (name case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().skip(1).find_map(|line| {

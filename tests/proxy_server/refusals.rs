@@ -26,6 +26,7 @@ fn a_loopback_destination_is_refused_without_allow_dest() {
         let answer = clients::exchange(proxy.addr, &connect_request(&authority));
         assert_eq!(answer.status, 403, "CONNECT {authority}: {}", answer.head);
         answer.assert_complete();
+        answer.assert_says("--allow-dest");
     }
     // curl says so too, and gets nothing through.
     let url = format!("https://localhost:{port}/");
@@ -47,21 +48,23 @@ fn a_loopback_destination_is_refused_without_allow_dest() {
     assert_eq!(summary["tunnels"], 0, "{summary}");
 }
 
-/// SMTP's port: the answer is 403 (refused by rule) and not 502 (tried,
-/// nothing listens), so the port was refused before any connect.
+/// SMTP's port, tunnelled or as plain HTTP: the answer is 403 (refused by
+/// rule) and not 502 (tried, nothing listens), so the port was refused
+/// before any connect.
 #[test]
-fn connect_to_port_25_is_refused() {
+fn port_25_is_refused() {
     let proxy = Proxy::start(&["--allow-dest", "127.0.0.1/32"]);
     let answer = clients::exchange(proxy.addr, &connect_request("127.0.0.1:25"));
     assert_eq!(answer.status, 403, "{}", answer.head);
-    assert_eq!(
-        answer.header("connection"),
-        Some("close"),
-        "{}",
-        answer.head
-    );
+    answer.assert_complete();
+    answer.assert_says("--allow-connect-port");
+    let plain = b"GET http://127.0.0.1:25/ HTTP/1.1\r\nHost: 127.0.0.1:25\r\n\r\n";
+    let answer = clients::exchange(proxy.addr, plain);
+    assert_eq!(answer.status, 403, "{}", answer.head);
+    answer.assert_complete();
+    answer.assert_says("--deny-port");
     let summary = proxy.stop();
-    assert_eq!(summary["denied"], 1, "{summary}");
+    assert_eq!(summary["denied"], 2, "{summary}");
     assert_eq!(summary["upstream_failed"], 0, "{summary}");
 }
 
@@ -75,6 +78,8 @@ fn a_client_outside_allow_client_is_refused() {
     let proxy = Proxy::start(&args);
     let answer = clients::exchange(proxy.addr, &connect_request(&format!("127.0.0.1:{port}")));
     assert_eq!(answer.status, 403, "{}", answer.head);
+    answer.assert_complete();
+    answer.assert_says("--allow-client");
     assert_eq!(origin.origin.accepted(), 0);
     let summary = proxy.stop();
     assert_eq!(summary["denied"], 1, "{summary}");
