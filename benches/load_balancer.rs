@@ -123,7 +123,7 @@ fn failover(kind: Kind) -> Failover {
     let victim = addrs[0];
     backends[0].kill9();
     let killed = Instant::now();
-    let detected = watch::is_up(kind, &balancer, victim).map(|_| {
+    let detected = (kind != Kind::Nginx).then(|| {
         // Until the run ends, with a second to spare.
         let until = started + Duration::from_secs(RUN_SECS.into()) - Duration::from_secs(1);
         while Instant::now() < until {
