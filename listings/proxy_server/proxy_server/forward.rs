@@ -25,7 +25,9 @@ use may_patterns::http::{
     write_continue, write_head, Framing, Limits, RequestHead, ResponseHead,
 };
 
-use crate::handler::{connect_any, destinations, refuse, Client, Refusal, Settings, Stats};
+use crate::handler::{
+    connect_any, copy_buffer, destinations, refuse, Client, Refusal, Settings, Stats,
+};
 use crate::upstream::{Origin, Pool};
 
 /// The connection's copy buffer: one body piece at a time, on the heap.
@@ -339,7 +341,7 @@ pub fn forward(
         answer.framing,
         u64::MAX,
         &RESPONSE_LIMITS,
-        &mut client.buf,
+        copy_buffer(&mut client.buf),
     );
     let client_failed = to_client.failed;
     let bytes_down = match copied.and_then(|n| client.writer.flush().map(|()| n)) {
@@ -401,7 +403,7 @@ fn send(
             framing,
             u64::MAX,
             &Limits::default(),
-            &mut client.buf,
+            copy_buffer(&mut client.buf),
         );
         bytes_up = match copied {
             Ok(n) => n,
@@ -894,5 +896,46 @@ mod loopback {
         assert_eq!(origin_report.accepted, 2, "the first, and the retry's");
         let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!((n(&stats.origin_reused), n(&stats.origin_retried)), (2, 1));
+    }
+
+    #[test]
+    fn a_quiet_keep_alive_client_is_closed_after_the_idle_timeout() {
+        configure_for_tests();
+        let (origin, origin_stop, origin_thread) = start(echo_origin);
+        let idle = Duration::from_secs(1);
+        let proxy_settings = Settings {
+            idle_timeout: idle,
+            ..settings()
+        };
+        let stats = Stats::default();
+        let (proxy, proxy_stop, proxy_thread) =
+            start(move |conn| handler::serve(conn, &proxy_settings, &stats));
+
+        let mut client = StdStream::connect(proxy).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            client,
+            "PUT http://{origin}/sized HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        .unwrap();
+        let mut answers = BufReader::new(client.try_clone().unwrap());
+        let answer = read_response(&mut answers, &Limits::default()).unwrap();
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"hi"[..]));
+        let answered = std::time::Instant::now();
+        let mut rest = Vec::new();
+        answers.read_to_end(&mut rest).unwrap(); // until the proxy closes
+        let waited = answered.elapsed();
+        assert!(rest.is_empty(), "nothing more was sent");
+        assert!(
+            waited >= idle * 9 / 10 && waited < idle * 5,
+            "closed {waited:?} after the answer, for an idle timeout of {idle:?}"
+        );
+
+        proxy_stop.trigger();
+        proxy_thread.join().unwrap().unwrap();
+        origin_stop.trigger();
+        origin_thread.join().unwrap().unwrap();
     }
 }

@@ -129,7 +129,17 @@ pub fn refuse(w: &mut impl Write, refusal: &Refusal) -> io::Result<()> {
 pub struct Client {
     pub reader: BufReader<ReadHalf>,
     pub writer: BufWriter<WriteHalf>,
+    /// Empty until the first body: an idle keep-alive connection, or one
+    /// that becomes a tunnel (which has buffers of its own), never needs it.
     pub buf: Vec<u8>,
+}
+
+/// The copy buffer, made at its first use.
+pub fn copy_buffer(buf: &mut Vec<u8>) -> &mut [u8] {
+    if buf.is_empty() {
+        buf.resize(COPY_BUF, 0);
+    }
+    buf
 }
 
 pub fn serve(conn: Conn, settings: &Settings, stats: &Stats) {
@@ -159,7 +169,7 @@ fn serve_inner(mut conn: Conn, settings: &Settings, stats: &Stats) -> io::Result
     let mut client = Client {
         reader: BufReader::with_capacity(READ_BUF, reader),
         writer: BufWriter::with_capacity(WRITE_BUF, writer),
-        buf: vec![0; COPY_BUF],
+        buf: Vec::new(),
     };
     let mut first = true;
     loop {
