@@ -24,8 +24,28 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// The scripted backend answers searches only (400 otherwise).
 const SEARCH: &str = "/search?q=lamp";
 
+/// How a test's balancer differs from the usual one.
+struct Options {
+    retries: u32,
+    check_interval: Duration,
+    check_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retries: 1,
+            check_interval: Duration::from_millis(100),
+            check_timeout: Duration::from_millis(100),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 struct Balancer {
     addr: SocketAddr,
+    settings: Arc<Settings>,
     shutdown: Shutdown,
     stats: Arc<Stats>,
     thread: Option<JoinHandle<io::Result<Report>>>,
@@ -33,6 +53,14 @@ struct Balancer {
 
 impl Balancer {
     fn start(backends: &[SocketAddr], retries: u32) -> Balancer {
+        let options = Options {
+            retries,
+            ..Options::default()
+        };
+        Balancer::start_with(backends, options)
+    }
+
+    fn start_with(backends: &[SocketAddr], options: Options) -> Balancer {
         configure_for_tests();
         let pool = Arc::new(Pool::new(
             backends.iter().map(|&a| BackendConfig::new(a)).collect(),
@@ -42,16 +70,16 @@ impl Balancer {
         let settings = Arc::new(Settings {
             upstreams: Upstreams::new(pool.addrs()),
             pool,
-            retries,
+            retries: options.retries,
             connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(5),
+            response_timeout: options.response_timeout,
             idle_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(5),
             stats_path: "/_lb/stats".to_owned(),
         });
         let check = CheckConfig {
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(100),
+            interval: options.check_interval,
+            timeout: options.check_timeout,
             path: SEARCH.to_owned(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -59,10 +87,12 @@ impl Balancer {
         let (shutdown, stats) = (Shutdown::new(), Arc::new(Stats::default()));
         let thread = {
             let (shutdown, stats) = (shutdown.clone(), stats.clone());
+            let settings = settings.clone();
             std::thread::spawn(move || run(listener, &shutdown, 64, check, settings, stats))
         };
         Balancer {
             addr,
+            settings,
             shutdown,
             stats,
             thread: Some(thread),
@@ -250,10 +280,19 @@ fn drain_by_post_stops_new_requests_to_a_backend() {
     lb.stop();
 }
 
+/// How an [`Origin`] treats a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Answer `/chunked` with a chunked body, anything else with the
+    /// request's body (`empty` if none); keep the connection.
+    Echo,
+    /// Read the request, then close the connection without a word.
+    Reset,
+}
+
 /// An origin that keeps connections alive (the scripted backend closes
-/// after each answer): it answers `/chunked` with a chunked body, anything
-/// else with the request's body (`empty` if none). `best` is the most
-/// requests one of its connections has served.
+/// after each answer), or resets them. `best` is the most requests one
+/// of its connections has served.
 struct Origin {
     addr: SocketAddr,
     best: Arc<AtomicU64>,
@@ -262,7 +301,7 @@ struct Origin {
 }
 
 impl Origin {
-    fn start() -> Origin {
+    fn start(mode: Mode) -> Origin {
         configure_for_tests();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -275,7 +314,7 @@ impl Origin {
                     &shutdown,
                     server::Config::default(),
                     move |conn| {
-                        let _ = Origin::serve(conn, &best);
+                        let _ = Origin::serve(conn, mode, &best);
                     },
                 )
             })
@@ -288,10 +327,18 @@ impl Origin {
         }
     }
 
-    fn serve(conn: server::Conn, best: &AtomicU64) -> io::Result<()> {
+    fn serve(conn: server::Conn, mode: Mode, best: &AtomicU64) -> io::Result<()> {
         let mut reader = BufReader::new(conn);
         let mut served = 0;
         while let Some(request) = read_request(&mut reader, &Limits::default())? {
+            if mode == Mode::Reset {
+                return Ok(()); // dropped: closed with no answer
+            }
+            // Counted before the answer, which the test waits for.
+            if request.target != SEARCH {
+                served += 1; // not a health check
+                best.fetch_max(served, Ordering::SeqCst);
+            }
             let out = reader.get_mut();
             if request.target == "/chunked" {
                 let text = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -303,10 +350,6 @@ impl Origin {
                     false => request.body.clone(),
                 };
                 write_response(out, 200, "OK", "text/plain", &[], &body)?;
-            }
-            if request.target != SEARCH {
-                served += 1; // not a health check
-                best.fetch_max(served, Ordering::SeqCst);
             }
             if header(&request.headers, "connection") == Some("close") {
                 return Ok(());
@@ -327,13 +370,23 @@ impl Drop for Origin {
 
 #[test]
 fn backend_connections_are_kept_alive_between_requests() {
-    let origin = Origin::start();
+    let origin = Origin::start(Mode::Echo);
     let lb = Balancer::start(&[origin.addr], 1);
     let mut client = lb.connect();
     for _ in 0..10 {
         assert_eq!(client.get("/x").body, b"empty");
     }
-    // A second client's requests reuse the same kept connection.
+    assert_eq!(
+        origin.best.load(Ordering::SeqCst),
+        10,
+        "one backend connection"
+    );
+    // A second client reuses it once the first has given it back.
+    let started = Instant::now();
+    while lb.settings.upstreams.idle(origin.addr) != 1 {
+        assert!(started.elapsed() < PATIENCE, "never given back");
+        std::thread::yield_now();
+    }
     let mut other = lb.connect();
     for _ in 0..5 {
         assert_eq!(other.get("/x").body, b"empty");
@@ -341,14 +394,14 @@ fn backend_connections_are_kept_alive_between_requests() {
     assert_eq!(
         origin.best.load(Ordering::SeqCst),
         15,
-        "one backend connection"
+        "still one connection"
     );
     lb.stop();
 }
 
 #[test]
 fn bodies_are_streamed_both_ways_and_reframed_for_each_client() {
-    let origin = Origin::start();
+    let origin = Origin::start(Mode::Echo);
     let lb = Balancer::start(&[origin.addr], 1);
     let mut client = lb.connect();
     let post = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -370,5 +423,65 @@ fn bodies_are_streamed_both_ways_and_reframed_for_each_client() {
     assert_eq!(answer.body, b"hello world");
     assert_eq!(header(&answer.headers, "connection"), Some("close"));
     assert_eq!(header(&answer.headers, "transfer-encoding"), None);
+    lb.stop();
+}
+
+#[test]
+fn a_reset_is_retried_for_a_get_but_not_for_a_post() {
+    let (resetter, good) = (Origin::start(Mode::Reset), Origin::start(Mode::Echo));
+    // Checks far apart: the resetter stays up (its first check fails; it
+    // takes three failures in a row to go down).
+    let options = Options {
+        check_interval: Duration::from_secs(60),
+        check_timeout: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let lb = Balancer::start_with(&[resetter.addr, good.addr], options);
+    let mut client = lb.connect();
+    let get = client.get("/x"); // the resetter's turn, then the good one's
+    assert_eq!((get.status, get.body.as_slice()), (200, &b"empty"[..]));
+    assert_eq!(lb.stats.retried.load(Ordering::Relaxed), 1);
+    // The resetter's turn again.
+    let post = client.send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post.status, 502, "a POST may have been acted on: no retry");
+    assert_eq!(
+        post.body,
+        b"the backend closed the connection before answering\n"
+    );
+    assert_eq!(lb.stats.retried.load(Ordering::Relaxed), 1);
+    assert_eq!(lb.stats.failed.load(Ordering::Relaxed), 1);
+    lb.stop();
+}
+
+#[test]
+fn a_backend_silent_past_the_response_timeout_is_504_then_goes_down() {
+    let mut silent = Scripted::new("silent", Duration::ZERO);
+    silent.hang = true;
+    let silent = Backend::start(silent).unwrap();
+    let timeout = Duration::from_millis(300);
+    let options = Options {
+        check_interval: Duration::from_secs(60),
+        check_timeout: timeout,
+        response_timeout: timeout,
+        ..Options::default()
+    };
+    let lb = Balancer::start_with(&[silent.addr], options);
+    let mut client = lb.connect();
+    let asked = Instant::now();
+    let first = client.get(SEARCH);
+    assert_eq!(first.status, 504);
+    assert!(asked.elapsed() >= timeout, "{:?}", asked.elapsed());
+    // Three timeouts in a row take it down: the first check's and two
+    // more requests', or three requests' if the check lands late.
+    let mut timeouts = 1;
+    loop {
+        match client.get(SEARCH).status {
+            504 => timeouts += 1,
+            503 => break,
+            other => panic!("answered {other}"),
+        }
+        assert!(timeouts <= 3, "still up after three timeouts");
+    }
+    assert!(timeouts >= 2, "down after {timeouts} timeouts");
     lb.stop();
 }
