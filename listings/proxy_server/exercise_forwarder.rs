@@ -19,8 +19,8 @@ use std::time::Duration;
 use may::net::{TcpListener, TcpStream};
 use may_patterns::http::{
     self, append_via, copy_body, read_request_head, read_response, read_response_head,
-    remove_hop_by_hop, response_framing, set_framing, write_error, write_head, write_response,
-    BodyReader, Framing, Limits, RequestHead, Response,
+    remove_hop_by_hop, response_framing, set_framing, write_continue, write_error, write_head,
+    write_response, BodyReader, Framing, Limits, RequestHead, Response,
 };
 use may_patterns::server::{self, Config, Conn};
 use may_patterns::shutdown::Shutdown;
@@ -130,6 +130,7 @@ fn plain(status: u16, reason: &'static str, body: &str) -> Refusal {
 fn serve(conn: Conn, rule: &dyn Rule, origins: &Origins) -> io::Result<()> {
     let client = conn.peer().ip();
     conn.set_idle_timeout(Some(IDLE))?;
+    conn.set_write_timeout(Some(IDLE))?;
     let (input, output) = conn.split()?;
     let mut input = BufReader::new(input);
     let mut output = BufWriter::with_capacity(COPY_BUFFER, output);
@@ -193,11 +194,17 @@ fn forward(
         }
     };
     upstream.set_read_timeout(Some(IDLE))?;
+    upstream.set_write_timeout(Some(IDLE))?;
     let mut from = BufReader::new(upstream.try_clone()?);
     let mut to = BufWriter::with_capacity(COPY_BUFFER, upstream);
     let framing = head.framing()?;
     let mut headers = head.headers.clone();
     remove_hop_by_hop(&mut headers);
+    // Allowed and connected: the proxy meets `Expect: 100-continue` itself.
+    if head.expects_continue() {
+        write_continue(output)?;
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case("expect"));
+    }
     headers.retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
     headers.insert(0, ("Host".to_owned(), host.to_owned()));
     append_via(&mut headers, head.version, PSEUDONYM);
@@ -301,6 +308,7 @@ pub fn start_proxy(rule: impl Rule, origins: Origins) -> io::Result<Running> {
 pub fn start_origin() -> io::Result<Running> {
     start("origin", |conn| {
         conn.set_idle_timeout(Some(IDLE))?;
+        conn.set_write_timeout(Some(IDLE))?;
         let (input, mut output) = conn.split()?;
         let mut input = BufReader::new(input);
         let limits = Limits::default();
@@ -322,6 +330,7 @@ pub fn start_origin() -> io::Result<Running> {
 pub fn get(proxy: SocketAddr, url: &str) -> io::Result<Response> {
     let mut stream = TcpStream::connect(proxy)?;
     stream.set_read_timeout(Some(IDLE))?;
+    stream.set_write_timeout(Some(IDLE))?;
     let request = format!("GET {url} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes())?;
     let mut reader = BufReader::new(stream);
@@ -341,6 +350,7 @@ pub fn get(proxy: SocketAddr, url: &str) -> io::Result<Response> {
 #[cfg(test)]
 mod forwarder_tests {
     use super::*;
+    use std::io::BufRead;
 
     #[test]
     fn absolute_targets_are_split_into_host_port_and_path() {
@@ -395,6 +405,30 @@ mod forwarder_tests {
             get(proxy.addr, "http://a.example:8080/").unwrap().status,
             502
         );
+        proxy.stop().unwrap();
+        origin.stop().unwrap();
+    }
+
+    #[test]
+    fn the_proxy_answers_expect_100_continue_then_forwards_the_body() {
+        may_patterns::runtime::configure_for_tests();
+        let origin = start_origin().unwrap();
+        let origins = Origins::all_at(&["a.example"], origin.addr);
+        let proxy = start_proxy(Anyone, origins).unwrap();
+        let mut upload = TcpStream::connect(proxy.addr).unwrap();
+        upload.set_read_timeout(Some(IDLE)).unwrap();
+        let head = "POST http://a.example/up HTTP/1.1\r\nHost: a.example\r\n\
+                    Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n";
+        upload.write_all(head.as_bytes()).unwrap();
+        let mut answers = BufReader::new(upload.try_clone().unwrap());
+        let mut interim = String::new();
+        while !interim.ends_with("\r\n\r\n") {
+            assert_ne!(answers.read_line(&mut interim).unwrap(), 0, "{interim:?}");
+        }
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        upload.write_all(b"hello").unwrap();
+        let done = read_response(&mut answers, &Limits::default()).unwrap();
+        assert_eq!(done.body, b"hello from a.example/up");
         proxy.stop().unwrap();
         origin.stop().unwrap();
     }

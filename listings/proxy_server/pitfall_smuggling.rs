@@ -130,6 +130,7 @@ fn note(log: &Log, line: String) {
 /// every request on a connection answered in turn.
 fn back_end(conn: Conn, log: &Log) -> io::Result<()> {
     conn.set_idle_timeout(Some(IDLE))?;
+    conn.set_write_timeout(Some(IDLE))?;
     let (input, mut output) = conn.split()?;
     let mut input = BufReader::new(input);
     while let Some(head) = read_head(&mut input)? {
@@ -168,6 +169,7 @@ impl Upstream {
     fn connect(addr: SocketAddr) -> io::Result<Upstream> {
         let output = TcpStream::connect_timeout(&addr, IDLE)?;
         output.set_read_timeout(Some(IDLE))?;
+        output.set_write_timeout(Some(IDLE))?;
         let input = BufReader::new(output.try_clone()?);
         Ok(Upstream { input, output })
     }
@@ -184,6 +186,7 @@ fn allowed(path: &str) -> bool {
 /// `Transfer-Encoding` still in it.
 fn naive_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Result<()> {
     conn.set_idle_timeout(Some(IDLE))?;
+    conn.set_write_timeout(Some(IDLE))?;
     let (input, mut output) = conn.split()?;
     let mut input = BufReader::new(input);
     while let Some(head) = read_head(&mut input)? {
@@ -220,6 +223,7 @@ fn naive_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Result<
 /// forwarded, and the body is re-framed by `set_framing` and `copy_body`.
 fn checked_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Result<()> {
     conn.set_idle_timeout(Some(IDLE))?;
+    conn.set_write_timeout(Some(IDLE))?;
     let (input, mut output) = conn.split()?;
     let mut input = BufReader::new(input);
     let limits = Limits::default();
@@ -313,6 +317,7 @@ impl Running {
 fn ask(addr: SocketAddr, bytes: &str) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(IDLE))?;
+    stream.set_write_timeout(Some(IDLE))?;
     stream.write_all(bytes.as_bytes())?;
     let answer = read_response(&mut BufReader::new(&mut stream), &Limits::default())?;
     Ok((

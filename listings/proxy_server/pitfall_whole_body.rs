@@ -115,6 +115,7 @@ enum Mode {
 /// and stream the answer back.
 fn forward(mode: Mode, client: Conn, origin: SocketAddr) -> io::Result<()> {
     client.set_idle_timeout(Some(IDLE))?;
+    client.set_write_timeout(Some(IDLE))?;
     let (client_in, mut client_out) = client.split()?;
     let mut client_in = BufReader::new(client_in);
     let limits = Limits::default();
@@ -124,6 +125,7 @@ fn forward(mode: Mode, client: Conn, origin: SocketAddr) -> io::Result<()> {
     let framing = head.framing()?;
     let upstream = TcpStream::connect_timeout(&origin, IDLE)?;
     upstream.set_read_timeout(Some(IDLE))?;
+    upstream.set_write_timeout(Some(IDLE))?;
     let mut upstream_in = BufReader::new(upstream.try_clone()?);
     let mut upstream_out = BufWriter::with_capacity(COPY_BUFFER, upstream);
     remove_hop_by_hop(&mut head.headers);
@@ -182,6 +184,7 @@ fn forward(mode: Mode, client: Conn, origin: SocketAddr) -> io::Result<()> {
 /// how many bytes it got.
 fn count_body(conn: Conn) -> io::Result<()> {
     conn.set_idle_timeout(Some(IDLE))?;
+    conn.set_write_timeout(Some(IDLE))?;
     let (input, mut output) = conn.split()?;
     let mut input = BufReader::new(input);
     let limits = Limits::default();
@@ -240,6 +243,7 @@ fn upload(proxy: SocketAddr, size: usize) -> io::Result<usize> {
     let base = start_peak();
     let mut stream = TcpStream::connect(proxy)?;
     stream.set_read_timeout(Some(IDLE))?;
+    stream.set_write_timeout(Some(IDLE))?;
     let head = format!(
         "POST http://upload.example/files HTTP/1.1\r\nHost: upload.example\r\n\
          Content-Length: {size}\r\n\r\n"
