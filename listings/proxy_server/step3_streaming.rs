@@ -580,7 +580,11 @@ fn demo() -> io::Result<Vec<String>> {
 /// A PUT that sends its body only after the proxy's `100 Continue`.
 fn expect_continue(proxy: SocketAddr, origin: SocketAddr) -> io::Result<Vec<String>> {
     let mut client = Client::connect(proxy)?;
-    client.send(format!("PUT http://{origin}/upload HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").as_bytes())?;
+    let head = format!(
+        "PUT http://{origin}/upload HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 5\r\n\
+         Expect: 100-continue\r\n\r\n"
+    );
+    client.send(head.as_bytes())?;
     let mut interim = String::new();
     client.reader.read_line(&mut interim)?;
     let mut blank = String::new();
