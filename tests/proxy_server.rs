@@ -11,12 +11,16 @@ mod support;
 
 #[path = "proxy_server/clients.rs"]
 mod clients;
+#[path = "proxy_server/forwarding.rs"]
+mod forwarding;
 #[path = "proxy_server/limits.rs"]
 mod limits;
 #[path = "proxy_server/many_idle.rs"]
 mod many_idle;
 #[path = "proxy_server/origins.rs"]
 mod origins;
+#[path = "proxy_server/pattern.rs"]
+mod pattern;
 #[path = "proxy_server/proxy.rs"]
 mod proxy;
 #[path = "proxy_server/refusals.rs"]

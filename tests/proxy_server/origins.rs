@@ -1,9 +1,10 @@
 //! Origins the proxy reaches, served by coroutines in the test's own
 //! process on may sockets: an HTTPS server (rustls, certificate from a
-//! throwaway CA that curl is told to trust) and a TCP echo that says how
-//! many bytes it got once its peer half-closes.
+//! throwaway CA that curl is told to trust), a TCP echo that says how
+//! many bytes it got once its peer half-closes, and an HTTP server that
+//! checks request bodies and sends long ones (nginx can do neither).
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,8 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use may::net::{TcpListener, TcpStream};
+use may_patterns::http::{read_request_head, write_continue, BodyReader, Limits};
 use may_patterns::runtime::configure_for_tests;
 use may_patterns::tls::{self, TestCa};
+
+use crate::pattern::{Checker, Pattern};
 
 /// A connection's coroutine that runs a rustls handshake: may's default
 /// 32 KiB stack is too small for it in a debug build (MAY_NOTES measured
@@ -20,6 +24,11 @@ use may_patterns::tls::{self, TestCa};
 const TLS_STACK_WORDS: usize = 0x4000;
 /// A plain connection's coroutine: a copy loop over a heap buffer.
 const PLAIN_STACK_WORDS: usize = 0x1000;
+/// An HTTP connection's coroutine: httparse's header array and the body
+/// reader's frames on top of the copy loop, in a debug build.
+const HTTP_STACK_WORDS: usize = 0x2000;
+/// The HTTP origin's read buffer and copy buffer, each.
+const HTTP_BUF: usize = 16 * 1024;
 /// An origin's reads fail after this long without a byte, so a test that
 /// fails half-way leaves no coroutine parked for ever.
 const ORIGIN_IDLE: Duration = Duration::from_secs(30);
@@ -138,6 +147,62 @@ pub fn echo() -> Origin {
             tcp.write_all(&buf[..n])?;
         }
         writeln!(tcp, "{}", eof_line(total))
+    })
+}
+
+/// An HTTP/1.1 origin, keep-alive. `GET /pattern/N` answers N pattern
+/// bytes (`Content-Length`); any request with a body is answered
+/// `BYTES FRAMING VERDICT`, e.g. `1024 Chunked ok`, the body checked
+/// against the pattern as it streams in. `Expect: 100-continue` gets its
+/// `100` (a proxy may also answer it itself and not pass it on).
+pub fn http() -> Origin {
+    Origin::serve(HTTP_STACK_WORDS, |tcp| {
+        let mut out = tcp.try_clone()?;
+        out.set_read_timeout(Some(ORIGIN_IDLE))?;
+        let mut reader = BufReader::with_capacity(HTTP_BUF, tcp);
+        let mut buf = vec![0u8; HTTP_BUF];
+        while let Some(head) = read_request_head(&mut reader, &Limits::default())? {
+            if let Some(n) = head.target.strip_prefix("/pattern/") {
+                let n: u64 = n.parse().map_err(io::Error::other)?;
+                write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n")?;
+                let mut pattern = Pattern::new(n);
+                loop {
+                    let got = pattern.read(&mut buf)?;
+                    if got == 0 {
+                        break;
+                    }
+                    out.write_all(&buf[..got])?;
+                }
+            } else {
+                if head.expects_continue() {
+                    write_continue(&mut out)?;
+                }
+                let framing = head.framing()?;
+                let mut body = BodyReader::new(&mut reader, framing, u64::MAX, &Limits::default());
+                let mut checker = Checker::default();
+                loop {
+                    let got = body.read(&mut buf)?;
+                    if got == 0 {
+                        break;
+                    }
+                    checker.update(&buf[..got]);
+                }
+                let verdict = checker
+                    .verdict(checker.seen())
+                    .unwrap_or_else(|| "ok".to_owned());
+                let text = format!("{} {framing:?} {verdict}\n", checker.seen());
+                write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                )?;
+            }
+            out.flush()?;
+            if !head.keep_alive() {
+                break;
+            }
+        }
+        Ok(())
     })
 }
 
