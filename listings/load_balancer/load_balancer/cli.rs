@@ -50,8 +50,9 @@ pub struct Args {
     /// Failures in a row that take an up backend down.
     #[arg(long, default_value = "3", value_parser = at_least_one::<u32>)]
     pub fall: u32,
-    /// Other backends an idempotent request without a body is sent to after
-    /// a connect error, a reset before the answer, or a timeout.
+    /// Other backends a request is sent to when its backend fails: after a
+    /// refused or timed-out connect, any request; after a reset before the
+    /// answer or a response timeout, only an idempotent one without a body.
     #[arg(long, default_value = "1")]
     pub retries: u32,
     /// A backend that comes back up gets its full weight only after this

@@ -298,9 +298,18 @@ fn send<C: Read + Write>(
         };
         let mut upstream = BufReader::with_capacity(UPSTREAM_BUFFER, stream);
         let sent = write_request(&mut upstream, request, client, buf);
-        let answered = sent.and_then(|()| first_byte(&mut upstream));
+        // A backend may answer before it has read the whole body (a 413, a
+        // 401) and close: our writes then fail, but its answer is there.
+        let cut_short = request.has_body() && matches!(sent, Err(Attempt::Failed(_)));
+        let answered = match sent {
+            Err(Attempt::Failed(_)) if cut_short => first_byte(&mut upstream),
+            sent => sent.and_then(|()| first_byte(&mut upstream)),
+        };
         match answered {
-            Ok(()) => return relay(addr, upstream, request.head, client, settings, buf),
+            Ok(()) => {
+                let head = request.head;
+                return relay(addr, upstream, head, client, settings, buf, cut_short);
+            }
             Err(Attempt::Failed(Failure::Reset)) if reused => reuse = false,
             Err(e) => return Err(e),
         }
@@ -404,7 +413,9 @@ fn first_byte(upstream: &mut BufReader<TcpStream>) -> Result<(), Attempt> {
 }
 
 /// Relay the answer whose first byte is in `upstream`; keep the backend
-/// connection for the next request if it can carry one.
+/// connection for the next request if it can carry one. `cut_short`: the
+/// request's body was not all sent (nor all read from the client), so
+/// neither connection can carry another request.
 fn relay<C: Read + Write>(
     addr: SocketAddr,
     mut upstream: BufReader<TcpStream>,
@@ -412,6 +423,7 @@ fn relay<C: Read + Write>(
     client: &mut BufReader<C>,
     settings: &Settings,
     buf: &mut [u8],
+    cut_short: bool,
 ) -> Result<bool, Attempt> {
     let bad = |_| Attempt::Failed(Failure::BadAnswer);
     let answer = read_response_head(&mut upstream, &LIMITS).map_err(bad)?;
@@ -419,12 +431,12 @@ fn relay<C: Read + Write>(
         return Err(Attempt::Failed(Failure::BadAnswer)); // no upgrade was asked
     }
     let from = response_framing(&head.method, answer.status, &answer.headers).map_err(bad)?;
-    let upstream_keep = answer.keep_alive() && from != Framing::UntilClose;
+    let upstream_keep = answer.keep_alive() && from != Framing::UntilClose && !cut_short;
     let mut headers = answer.headers;
     remove_hop_by_hop(&mut headers);
     append_via(&mut headers, answer.version, VIA);
     let to = client_framing(from, head.version, &mut headers);
-    let keep = head.keep_alive() && to != Framing::UntilClose;
+    let keep = head.keep_alive() && to != Framing::UntilClose && !cut_short;
     if !keep {
         headers.push(("Connection".to_owned(), "close".to_owned()));
     } else if head.version == 0 {

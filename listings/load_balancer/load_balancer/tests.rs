@@ -12,7 +12,8 @@ use may_patterns::balance::BackendConfig;
 use std::sync::atomic::AtomicU64;
 
 use may_patterns::http::{
-    header, read_request, read_response, write_request, write_response, Limits, Response,
+    header, read_request, read_request_head, read_response, write_request, write_response, Limits,
+    Response,
 };
 use may_patterns::runtime::configure_for_tests;
 
@@ -288,6 +289,8 @@ enum Mode {
     Echo,
     /// Read the request, then close the connection without a word.
     Reset,
+    /// Answer 413 after the head, without reading the body, and close.
+    EarlyAnswer,
 }
 
 /// An origin that keeps connections alive (the scripted backend closes
@@ -330,6 +333,21 @@ impl Origin {
     fn serve(conn: server::Conn, mode: Mode, best: &AtomicU64) -> io::Result<()> {
         let mut reader = BufReader::new(conn);
         let mut served = 0;
+        if mode == Mode::EarlyAnswer {
+            if read_request_head(&mut reader, &Limits::default())?.is_some() {
+                let body = b"too large\n";
+                let close = [("Connection", "close")];
+                write_response(
+                    reader.get_mut(),
+                    413,
+                    "Content Too Large",
+                    "text/plain",
+                    &close,
+                    body,
+                )?;
+            }
+            return Ok(()); // closed with the body unread
+        }
         while let Some(request) = read_request(&mut reader, &Limits::default())? {
             if mode == Mode::Reset {
                 return Ok(()); // dropped: closed with no answer
@@ -483,5 +501,35 @@ fn a_backend_silent_past_the_response_timeout_is_504_then_goes_down() {
         assert!(timeouts <= 3, "still up after three timeouts");
     }
     assert!(timeouts >= 2, "down after {timeouts} timeouts");
+    lb.stop();
+}
+
+#[test]
+fn an_answer_before_the_whole_body_is_relayed() {
+    let origin = Origin::start(Mode::EarlyAnswer);
+    let lb = Balancer::start(&[origin.addr], 1);
+    let mut client = lb.connect();
+    let body = vec![b'x'; 4 * 1024 * 1024]; // more than the socket buffers hold
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    std::io::Write::write_all(&mut client.writer, head.as_bytes()).unwrap();
+    // The balancer stops reading the body if its writes to the backend
+    // fail: the rest may be refused, which is no failure of this test.
+    let _ = std::io::Write::write_all(&mut client.writer, &body);
+    let answer = read_response(&mut client.reader, &Limits::default()).unwrap();
+    assert_eq!(
+        (answer.status, answer.body.as_slice()),
+        (413, &b"too large\n"[..])
+    );
+    // Whether the backend's close cut our copy of the body short depends
+    // on when its reset arrives; if it did not, the client's connection is
+    // whole and carries another request.
+    if header(&answer.headers, "connection") != Some("close") {
+        let next = client.send("GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(next.status, 413, "the same origin answers again");
+    }
+    assert_eq!(lb.stats.failed.load(Ordering::Relaxed), 0);
     lb.stop();
 }
