@@ -34,7 +34,10 @@ mod auth;
 mod cli;
 mod forward;
 mod handler;
+#[cfg(test)]
+mod loopback_tests;
 mod resolve;
+mod rewrite;
 mod tunnel;
 mod upstream;
 
