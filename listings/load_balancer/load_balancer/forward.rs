@@ -1,17 +1,15 @@
 //! One request sent to a backend and its answer streamed back, with a
 //! retry on another backend when that is safe.
 //!
-//! The head that goes out is the client's with the hop-by-hop headers
-//! removed, `Via` and `X-Forwarded-For` appended and the framing set again
-//! (RFC 9110 7.6); the body is streamed through the connection's one
-//! buffer by `copy_body`, never held whole. The answer comes back the same
-//! way, re-framed for the client (chunked for an HTTP/1.1 client when the
-//! backend sends no length; raw, then a close, for an HTTP/1.0 one).
+//! The head that goes out is built once by [`rewrite`](crate::rewrite);
+//! the body is streamed through the connection's one buffer by
+//! `copy_body`, never held whole. The answer comes back the same way,
+//! re-framed for the client.
 //!
 //! A backend that refuses the connect, resets it before answering, or
 //! stays silent past `--response-timeout` gets a failure on its lease
 //! (the passive check). The request then goes to another backend if
-//! [`may_retry`] says so, up to `--retries` times; otherwise the client
+//! [`may_retry`](crate::retry::may_retry) says so, up to `--retries` times; otherwise the client
 //! gets `502` (`504` after a timeout).
 
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
@@ -21,14 +19,13 @@ use std::sync::atomic::Ordering;
 use may::net::TcpStream;
 use may_patterns::balance::{Lease, Outcome, Pool};
 use may_patterns::http::{
-    append_via, copy_body, header, read_response_head, remove_hop_by_hop, response_framing,
-    set_framing, write_continue, write_head, Framing, Limits, RequestHead,
+    append_via, copy_body, read_response_head, remove_hop_by_hop, response_framing, write_continue,
+    write_head, Framing, Limits, RequestHead,
 };
 
 use crate::handler::{Settings, Stats};
-
-/// The pseudonym this hop adds to `Via`.
-pub const VIA: &str = "load_balancer";
+use crate::retry::{idempotent, may_retry, Failure};
+use crate::rewrite::{client_framing, Outgoing, VIA};
 
 /// Bounds on a request or response head (a browser's cookies fit), and
 /// on the chunk lines and trailers of a body; body sizes are capped by the
@@ -49,75 +46,6 @@ const UPSTREAM_BUFFER: usize = 8 * 1024;
 
 /// Bytes of a request or response gathered before one write to a socket.
 const WRITE_BUFFER: usize = 8 * 1024;
-
-/// Why one attempt got no answer from a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The connect was refused or timed out: nothing was sent.
-    Connect { timed_out: bool },
-    /// The request went out (maybe in part) and the connection broke
-    /// before a byte of the answer.
-    Reset,
-    /// The request went out and no answer came in time.
-    Timeout,
-    /// An answer began but was not HTTP we can relay.
-    BadAnswer,
-}
-
-impl Failure {
-    /// What the backend's lease is told (its passive health check).
-    pub fn outcome(self) -> Outcome {
-        match self {
-            Failure::Connect { timed_out: true } | Failure::Timeout => Outcome::Timeout,
-            _ => Outcome::Error,
-        }
-    }
-
-    /// What the client is answered when no retry is left.
-    pub fn status(self) -> (u16, &'static str) {
-        match self {
-            Failure::Connect { timed_out: true } | Failure::Timeout => (504, "Gateway Timeout"),
-            _ => (502, "Bad Gateway"),
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Failure::Connect { timed_out: true } => {
-                "the backend did not accept the connection in time"
-            }
-            Failure::Connect { timed_out: false } => "the backend refused the connection",
-            Failure::Reset => "the backend closed the connection before answering",
-            Failure::Timeout => "the backend did not answer in time",
-            Failure::BadAnswer => "the backend's answer was malformed",
-        }
-    }
-}
-
-// ANCHOR: may_retry
-/// Whether a request that failed this way may be sent to another backend.
-///
-/// A failed connect sent nothing, so any request may go elsewhere (nginx's
-/// `proxy_next_upstream` does the same: its `non_idempotent` rule is about
-/// requests already sent). Once sent, only an idempotent method without a
-/// body is sent again: the first backend may have acted on it, and a body
-/// read from the client cannot be read twice. A malformed answer is an
-/// answer: not retried.
-pub fn may_retry(failure: Failure, idempotent: bool, has_body: bool) -> bool {
-    match failure {
-        Failure::Connect { .. } => true,
-        Failure::Reset | Failure::Timeout => idempotent && !has_body,
-        Failure::BadAnswer => false,
-    }
-}
-// ANCHOR_END: may_retry
-
-/// RFC 9110 9.2.2's idempotent methods.
-pub fn idempotent(method: &str) -> bool {
-    ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(method))
-}
 
 /// How forwarding one request ended.
 #[derive(Debug)]
@@ -142,66 +70,6 @@ enum Attempt {
     /// The client's side broke, or the answer broke after its head was
     /// relayed: nothing more can be said to this client.
     Aborted(io::Error),
-}
-
-/// The request as it goes to every backend tried.
-pub struct Outgoing<'a> {
-    pub head: &'a RequestHead,
-    /// The start line and headers, ready to write.
-    pub bytes: Vec<u8>,
-    pub framing: Framing,
-}
-
-impl<'a> Outgoing<'a> {
-    /// `head` rewritten for a backend: origin-form `target`, hop-by-hop
-    /// headers removed (with `Expect`, which this hop answers), `Via` and
-    /// `X-Forwarded-For` (`client`'s address) appended, `Host` added if
-    /// the client sent none (HTTP/1.0) as `local`, where it reached us.
-    pub fn new(
-        head: &'a RequestHead,
-        target: &str,
-        client: SocketAddr,
-        local: SocketAddr,
-    ) -> io::Result<Self> {
-        let framing = head.framing()?;
-        let mut headers = head.headers.clone();
-        remove_hop_by_hop(&mut headers);
-        headers.retain(|(n, _)| !n.eq_ignore_ascii_case("expect"));
-        append_via(&mut headers, head.version, VIA);
-        append_forwarded_for(&mut headers, client);
-        if header(&headers, "host").is_none() {
-            headers.push(("Host".to_owned(), local.to_string()));
-        }
-        set_framing(&mut headers, framing);
-        let mut bytes = Vec::with_capacity(512);
-        write_head(
-            &mut bytes,
-            &format!("{} {target} HTTP/1.1", head.method),
-            &headers,
-        )?;
-        Ok(Outgoing {
-            head,
-            bytes,
-            framing,
-        })
-    }
-
-    fn has_body(&self) -> bool {
-        self.framing != Framing::Empty
-    }
-}
-
-/// Add the client's address to the last `X-Forwarded-For`, or add one.
-fn append_forwarded_for(headers: &mut Vec<(String, String)>, client: SocketAddr) {
-    let ip = client.ip().to_canonical().to_string();
-    match headers
-        .iter_mut()
-        .rev()
-        .find(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-    {
-        Some((_, value)) => *value = format!("{value}, {ip}"),
-        None => headers.push(("X-Forwarded-For".to_owned(), ip)),
-    }
 }
 
 /// Forward `request`, whose body (if any) is next in `client`; its answer
@@ -453,173 +321,4 @@ fn relay<C: Read + Write>(
         settings.upstreams.put(addr, upstream.into_inner());
     }
     Ok(keep)
-}
-
-/// How the answer's body goes to the client, its headers set to match:
-/// as it came with a length or none at all; chunked for an HTTP/1.1 client
-/// otherwise; raw until close for an HTTP/1.0 one, which knows no chunks.
-fn client_framing(from: Framing, version: u8, headers: &mut Vec<(String, String)>) -> Framing {
-    match from {
-        // A HEAD or 304 answer keeps its Content-Length: it describes the
-        // body a GET would get.
-        Framing::Empty => Framing::Empty,
-        Framing::Length(n) => {
-            set_framing(headers, from);
-            Framing::Length(n)
-        }
-        Framing::Chunked | Framing::UntilClose if version >= 1 => {
-            set_framing(headers, Framing::Chunked);
-            Framing::Chunked
-        }
-        Framing::Chunked | Framing::UntilClose => {
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
-            Framing::UntilClose
-        }
-    }
-}
-
-/// The request target as the backend gets it: origin-form (`/path?q`).
-/// An absolute-form target (`http://host/path`, RFC 9112 3.2.2) becomes
-/// its path; `*` is kept for `OPTIONS`. `None`: not something to forward.
-pub fn origin_form(method: &str, target: &str) -> Option<String> {
-    if target.starts_with('/') {
-        return Some(target.to_owned());
-    }
-    if target == "*" && method.eq_ignore_ascii_case("OPTIONS") {
-        return Some(target.to_owned());
-    }
-    let lower = target.get(..8).map(str::to_ascii_lowercase)?;
-    let rest = if lower.starts_with("http://") {
-        &target[7..]
-    } else if lower.starts_with("https://") {
-        &target[8..]
-    } else {
-        return None;
-    };
-    let path_at = rest.find(['/', '?']).unwrap_or(rest.len());
-    if path_at == 0 {
-        return None; // no authority
-    }
-    Some(match &rest[path_at..] {
-        "" => "/".to_owned(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_owned(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_safe_requests_are_retried_after_sending() {
-        let (connect, reset, timeout, bad) = (
-            Failure::Connect { timed_out: false },
-            Failure::Reset,
-            Failure::Timeout,
-            Failure::BadAnswer,
-        );
-        // Nothing was sent: any request may go elsewhere.
-        assert!(may_retry(connect, false, true));
-        assert!(may_retry(Failure::Connect { timed_out: true }, true, false));
-        // Sent: only idempotent and bodiless.
-        assert!(may_retry(reset, true, false));
-        assert!(may_retry(timeout, true, false));
-        assert!(
-            !may_retry(reset, false, false),
-            "a POST may have been acted on"
-        );
-        assert!(
-            !may_retry(timeout, true, true),
-            "a body cannot be read twice"
-        );
-        assert!(!may_retry(bad, true, false), "an answer is an answer");
-        assert!(idempotent("get") && idempotent("DELETE"));
-        assert!(!idempotent("POST") && !idempotent("PATCH"));
-    }
-
-    #[test]
-    fn failures_map_to_outcomes_and_statuses() {
-        assert_eq!(Failure::Timeout.status().0, 504);
-        assert_eq!(Failure::Connect { timed_out: true }.status().0, 504);
-        assert_eq!(Failure::Reset.status().0, 502);
-        assert_eq!(Failure::BadAnswer.outcome(), Outcome::Error);
-        assert_eq!(Failure::Timeout.outcome(), Outcome::Timeout);
-    }
-
-    #[test]
-    fn targets_become_origin_form() {
-        assert_eq!(origin_form("GET", "/a?b=1").as_deref(), Some("/a?b=1"));
-        assert_eq!(
-            origin_form("GET", "http://h:8/x/y").as_deref(),
-            Some("/x/y")
-        );
-        assert_eq!(origin_form("GET", "HTTP://h").as_deref(), Some("/"));
-        assert_eq!(origin_form("GET", "http://h?q").as_deref(), Some("/?q"));
-        assert_eq!(origin_form("OPTIONS", "*").as_deref(), Some("*"));
-        assert_eq!(origin_form("GET", "*"), None);
-        assert_eq!(origin_form("CONNECT", "h:443"), None);
-        assert_eq!(origin_form("GET", "http:///x"), None);
-    }
-
-    fn head(text: &str) -> RequestHead {
-        may_patterns::http::read_request_head(&mut text.as_bytes(), &LIMITS)
-            .unwrap()
-            .unwrap()
-    }
-
-    #[test]
-    fn the_outgoing_head_drops_hop_by_hop_and_adds_via_and_forwarded_for() {
-        let h = head(
-            "POST /u HTTP/1.1\r\nHost: site\r\nConnection: close, X-Trace\r\nX-Trace: 1\r\n\
-             X-Forwarded-For: 10.0.0.9\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
-        );
-        let (client, local) = (
-            "10.1.2.3:5000".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-        );
-        let out = Outgoing::new(&h, "/u", client, local).unwrap();
-        let text = String::from_utf8(out.bytes).unwrap();
-        assert!(text.starts_with("POST /u HTTP/1.1\r\n"), "{text}");
-        for gone in ["Connection", "X-Trace", "Expect"] {
-            assert!(!text.contains(gone), "{gone} left in {text}");
-        }
-        for kept in [
-            "Host: site\r\n",
-            "Via: 1.1 load_balancer\r\n",
-            "X-Forwarded-For: 10.0.0.9, 10.1.2.3\r\n",
-            "Content-Length: 3\r\n",
-        ] {
-            assert!(text.contains(kept), "{kept:?} missing from {text}");
-        }
-        assert_eq!(out.framing, Framing::Length(3));
-        let old = head("GET / HTTP/1.0\r\n\r\n");
-        let out = Outgoing::new(&old, "/", client, local).unwrap();
-        let text = String::from_utf8(out.bytes).unwrap();
-        assert!(text.contains("Host: 127.0.0.1:80\r\n") && text.contains("Via: 1.0 "));
-    }
-
-    #[test]
-    fn answers_are_reframed_for_the_client() {
-        let mut h = vec![("Transfer-Encoding".to_owned(), "chunked".to_owned())];
-        assert_eq!(
-            client_framing(Framing::Chunked, 1, &mut h),
-            Framing::Chunked
-        );
-        let mut h = vec![];
-        assert_eq!(
-            client_framing(Framing::UntilClose, 1, &mut h),
-            Framing::Chunked
-        );
-        assert_eq!(h, [("Transfer-Encoding".to_owned(), "chunked".to_owned())]);
-        let mut h = vec![];
-        assert_eq!(
-            client_framing(Framing::Chunked, 0, &mut h),
-            Framing::UntilClose
-        );
-        assert!(h.is_empty(), "an HTTP/1.0 client is sent no chunks");
-        let mut h = vec![("Content-Length".to_owned(), "10".to_owned())];
-        assert_eq!(client_framing(Framing::Empty, 1, &mut h), Framing::Empty);
-        assert_eq!(h.len(), 1, "a HEAD answer keeps its length");
-    }
 }

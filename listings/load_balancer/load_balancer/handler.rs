@@ -20,7 +20,8 @@ use may_patterns::http::{
 use may_patterns::server::Conn;
 
 use crate::admin;
-use crate::forward::{self, Forwarded, Outgoing, LIMITS, REQUEST_BODY_CAP};
+use crate::forward::{self, Forwarded, LIMITS, REQUEST_BODY_CAP};
+use crate::rewrite::{self, Outgoing};
 use crate::upstream::Upstreams;
 
 /// A client connection's read buffer: most request heads fit.
@@ -161,7 +162,7 @@ fn handle(
             "an HTTP/1.1 request needs Host\n",
         );
     }
-    let Some(target) = forward::origin_form(&head.method, &head.target) else {
+    let Some(target) = rewrite::origin_form(&head.method, &head.target) else {
         return refuse(client, 400, "Bad Request", "the target must be a path\n");
     };
     if matches!(framing, Framing::Length(n) if n > REQUEST_BODY_CAP) {

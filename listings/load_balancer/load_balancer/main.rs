@@ -10,8 +10,9 @@
 //! own coroutine: request heads one after another (keep-alive), each
 //! answered by [`admin`] (stats, drain) or sent on by [`forward`], which
 //! picks a backend from the pool (`may_patterns::balance`), takes a kept
-//! connection from [`upstream`] or connects, streams the request and the
-//! answer, and retries on another backend when that is safe. Beside them
+//! connection from [`upstream`] or connects, streams the request (its head
+//! rewritten by [`rewrite`]) and the answer, and retries on another backend
+//! when [`retry`] says that is safe. Beside them
 //! the pool's active checker (`balance::spawn_checker`) checks every
 //! backend each `--check-interval`.
 //!
@@ -36,12 +37,14 @@
 //!
 //! **Customization.** A new algorithm goes into `balance::Algorithm`; a
 //! request rewrite (a header added, a path prefix removed) goes into
-//! `forward::Outgoing::new`.
+//! `rewrite::Outgoing::new`.
 
 mod admin;
 mod cli;
 mod forward;
 mod handler;
+mod retry;
+mod rewrite;
 mod upstream;
 
 use std::io;
