@@ -22,7 +22,7 @@ use crate::handler::{
     connect_any, copy_buffer, destinations, refuse, Client, Refusal, Settings, Stats,
 };
 use crate::rewrite::{parse_target, request_to_origin, response_to_client};
-use crate::upstream::{Origin, Pool};
+use crate::upstream::Origin;
 
 /// The connection's copy buffer: one body piece at a time, on the heap.
 pub const COPY_BUF: usize = 16 * 1024;
@@ -101,8 +101,8 @@ pub fn forward(
     client: &mut Client,
     settings: &Settings,
     stats: &Stats,
-    pool: &Pool,
 ) -> io::Result<Served> {
+    let pool = &settings.pool;
     let target = match parse_target(&head.target) {
         Ok(target) => target,
         Err(why) => return refused(client, stats, Refusal::new(400, why)),
@@ -130,7 +130,15 @@ pub fn forward(
     // Only a request without a body can be sent again: its body is gone.
     let retryable = idempotent(&head.method) && framing == Framing::Empty;
     let bytes_up = loop {
-        let sent = send(&mut origin, &start_line, &headers, framing, head, client);
+        let sent = send(
+            &mut origin,
+            &start_line,
+            &headers,
+            framing,
+            head,
+            client,
+            settings,
+        );
         match sent {
             Ok(bytes_up) => break bytes_up,
             Err(Failed::Origin(_)) if origin.reused && retryable => {
@@ -159,6 +167,11 @@ pub fn forward(
         Ok(response) => response,
         Err(e) => return refused(client, stats, origin_failure(&e, origin.addr, settings)),
     };
+    // The body's pieces come at the pace of a transfer, not of an answer.
+    origin
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(settings.idle_timeout))?;
     let from = match response_framing(&head.method, response.status, &response.headers) {
         Ok(from) => from,
         Err(e) => {
@@ -210,8 +223,8 @@ pub fn forward(
     })
 }
 
-/// Send the head and the body, then wait for the answer's first byte.
-/// Returns the body bytes sent.
+/// Send the head and the body, then wait for the answer's first byte, up
+/// to `--response-timeout`. Returns the body bytes sent.
 ///
 /// `Expect: 100-continue` is met here, not forwarded: once the request is
 /// allowed and the origin connected, the proxy answers `100 Continue`
@@ -226,6 +239,7 @@ fn send(
     framing: Framing,
     head: &RequestHead,
     client: &mut Client,
+    settings: &Settings,
 ) -> Result<u64, Failed> {
     write_head(&mut origin.writer, start_line, headers).map_err(Failed::Origin)?;
     let mut bytes_up = 0;
@@ -251,6 +265,13 @@ fn send(
         };
     }
     origin.writer.flush().map_err(Failed::Origin)?;
+    // The origin may take a while to make its answer (a slow query, a
+    // big render): a timeout of its own, not the idle one.
+    origin
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(settings.response_timeout))
+        .map_err(Failed::Origin)?;
     match origin.reader.fill_buf() {
         Ok([]) => Err(Failed::Origin(io::Error::new(
             ErrorKind::UnexpectedEof,
@@ -274,8 +295,8 @@ fn origin_failure(e: &io::Error, addr: SocketAddr, settings: &Settings) -> Refus
         ErrorKind::TimedOut | ErrorKind::WouldBlock => Refusal::new(
             504,
             format!(
-                "{addr} sent no answer within {} s",
-                settings.idle_timeout.as_secs()
+                "{addr} sent no answer within {} s (--response-timeout)",
+                settings.response_timeout.as_secs()
             ),
         ),
         _ => Refusal::new(502, format!("{addr} failed: {e}")),

@@ -12,6 +12,7 @@
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use may::net::TcpStream;
@@ -24,7 +25,8 @@ use crate::access_log::{AccessLog, Entry};
 use crate::auth::Users;
 use crate::forward::{self, Next, COPY_BUF};
 use crate::resolve::Resolver;
-use crate::{tunnel, upstream};
+use crate::tunnel;
+use crate::upstream::Pool;
 
 /// The client's read buffer: a request head (bounded by `Limits`, not by
 /// this) usually fits whole.
@@ -39,9 +41,13 @@ pub struct Settings {
     pub users: Option<Users>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long an origin may take to start its answer.
+    pub response_timeout: Duration,
     pub header_timeout: Duration,
     /// Name lookups, cached and shared between requests.
     pub resolver: Resolver,
+    /// Idle origin connections, shared by every client connection.
+    pub pool: Arc<Pool>,
     /// `--access-log`: one [`Entry`] per answered request.
     pub access_log: Option<AccessLog>,
 }
@@ -207,7 +213,7 @@ fn serve_inner(mut conn: Conn, settings: &Settings, stats: &Stats) -> io::Result
         if head.method.eq_ignore_ascii_case("CONNECT") {
             return open_tunnel(client, settings, stats, &logged);
         }
-        let served = forward::forward(&head, &mut client, settings, stats, upstream::shared())?;
+        let served = forward::forward(&head, &mut client, settings, stats)?;
         if let Some(status) = served.status {
             logged.log(status, served.bytes_down);
         }

@@ -17,6 +17,7 @@ use may_patterns::shutdown::Shutdown;
 use crate::cli::Args;
 use crate::handler::{self, Settings, Stats};
 use crate::resolve::Resolver;
+use crate::upstream::Pool;
 
 /// What the origin sends to a `GET /chunked` without a body.
 fn page() -> Vec<u8> {
@@ -89,8 +90,10 @@ fn settings() -> Settings {
         users: None,
         connect_timeout: args.connect_timeout(),
         idle_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(5),
         header_timeout: Duration::from_secs(5),
         resolver: Resolver::new(args.dns()),
+        pool: Pool::start(args.pool_limits()),
         access_log: None,
     }
 }
@@ -286,4 +289,52 @@ fn a_quiet_keep_alive_client_is_closed_after_the_idle_timeout() {
     proxy_thread.join().unwrap().unwrap();
     origin_stop.trigger();
     origin_thread.join().unwrap().unwrap();
+}
+
+/// Read requests and never answer, until the proxy closes.
+fn silent_origin(mut conn: Conn) {
+    let mut buf = vec![0u8; 4096];
+    while let Ok(1..) = conn.read(&mut buf) {}
+}
+
+#[test]
+fn a_silent_origin_gets_504_after_the_response_timeout() {
+    configure_for_tests();
+    let (origin, origin_stop, origin_thread) = start(silent_origin);
+    let timeout = Duration::from_secs(1);
+    let proxy_settings = Settings {
+        response_timeout: timeout,
+        // Far longer, so a 504 at `timeout` is the response timeout's.
+        idle_timeout: Duration::from_secs(20),
+        ..settings()
+    };
+    let stats = std::sync::Arc::new(Stats::default());
+    let counted = stats.clone();
+    let (proxy, proxy_stop, proxy_thread) =
+        start(move |conn| handler::serve(conn, &proxy_settings, &counted));
+
+    let mut client = StdStream::connect(proxy).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let sent = std::time::Instant::now();
+    write!(client, "GET http://{origin}/slow HTTP/1.1\r\n\r\n").unwrap();
+    let mut answers = BufReader::new(client);
+    let answer = read_response(&mut answers, &Limits::default()).unwrap();
+    let waited = sent.elapsed();
+    let body = String::from_utf8_lossy(&answer.body);
+    assert_eq!(answer.status, 504, "{body}");
+    assert!(body.contains("--response-timeout"), "{body}");
+    assert!(
+        waited >= timeout * 9 / 10 && waited < timeout * 5,
+        "answered {waited:?} after the request, for a response timeout of {timeout:?}"
+    );
+
+    drop(answers);
+    proxy_stop.trigger();
+    proxy_thread.join().unwrap().unwrap();
+    origin_stop.trigger();
+    origin_thread.join().unwrap().unwrap();
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(n(&stats.upstream_failed), 1);
 }

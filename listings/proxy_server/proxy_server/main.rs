@@ -55,6 +55,7 @@ use access_log::{AccessLog, LogWriter};
 use cli::Args;
 use handler::{Settings, Stats};
 use resolve::{DnsStats, Resolver};
+use upstream::Pool;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -90,8 +91,10 @@ fn main() -> ExitCode {
         users,
         connect_timeout: args.connect_timeout(),
         idle_timeout: args.idle_timeout(),
+        response_timeout: args.response_timeout(),
         header_timeout: args.header_timeout(),
         resolver,
+        pool: Pool::start(args.pool_limits()),
         access_log: access_log.clone(),
     };
     let listener = match TcpListener::bind(args.listen) {

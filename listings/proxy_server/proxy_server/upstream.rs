@@ -5,12 +5,13 @@
 //! was checked on that address, so a pooled connection only ever goes where
 //! a request was allowed to go, and two names of one server share theirs.
 //!
-//! Bounded three ways ([`PoolLimits`]): idle connections per address, idle
-//! connections in all, and how long one may sit idle. An origin closes an
-//! idle keep-alive connection after its own timeout (Apache's default is
-//! 5 s), and a request sent just as it does fails; keeping ours shorter
-//! than that makes such races rare, the retry in `forward.rs` covers the
-//! rest. A sweeper thread drops expired connections even when no request
+//! Bounded three ways ([`PoolLimits`], from `--origin-idle-per-host`,
+//! `--origin-idle-total` and `--origin-idle-timeout`): idle connections per
+//! address, idle connections in all, and how long one may sit idle. An
+//! origin closes an idle keep-alive connection after its own timeout
+//! (Apache's default is 5 s), and a request sent just as it does fails;
+//! keeping ours shorter than that makes such races rare, the retry in
+//! `forward.rs` covers the rest. A sweeper thread drops expired connections even when no request
 //! comes, so a quiet proxy does not hold sockets the origins have closed.
 //!
 //! A std `Mutex` guards the map. It is held to push, pop, or sweep at most
@@ -21,7 +22,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
@@ -94,20 +95,6 @@ pub struct PoolLimits {
     pub idle_for: Duration,
 }
 
-impl Default for PoolLimits {
-    fn default() -> Self {
-        PoolLimits {
-            // With 4, 50 clients at once through one origin (hey -c 50)
-            // opened a fresh origin connection for over half of 5000
-            // requests: every answer beyond the 4th found no room.
-            per_dest: 32,
-            total: 256,
-            // Under Apache's 5 s default (see the module doc).
-            idle_for: Duration::from_secs(4),
-        }
-    }
-}
-
 struct Idle {
     origin: Origin,
     since: Instant,
@@ -124,17 +111,6 @@ struct State {
 pub struct Pool {
     state: Mutex<State>,
     limits: PoolLimits,
-}
-
-/// The program's pool, with its sweeper, made on first use. It is shared
-/// by every connection of the process (a proxy forwards to one world).
-pub fn shared() -> &'static Arc<Pool> {
-    static SHARED: OnceLock<Arc<Pool>> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        let pool = Arc::new(Pool::new(PoolLimits::default()));
-        start_sweeper(&pool);
-        pool
-    })
 }
 
 /// Sweep `pool` twice per idle period on an OS thread of its own: it only
@@ -160,6 +136,14 @@ fn start_sweeper(pool: &Arc<Pool>) {
 }
 
 impl Pool {
+    /// The program's pool, shared by every connection (a proxy forwards to
+    /// one world), with its sweeper running.
+    pub fn start(limits: PoolLimits) -> Arc<Pool> {
+        let pool = Arc::new(Pool::new(limits));
+        start_sweeper(&pool);
+        pool
+    }
+
     pub fn new(limits: PoolLimits) -> Pool {
         Pool {
             state: Mutex::new(State::default()),
