@@ -171,6 +171,10 @@ fn summary(report: &Report, stats: &Stats, dns: DnsStats, log_dropped: u64, json
     let fields = [
         ("accepted", report.accepted),
         ("refused_full", report.refused_full),
+        ("forwarded", n(&stats.forwarded)),
+        ("origin_reused", n(&stats.origin_reused)),
+        ("origin_retried", n(&stats.origin_retried)),
+        ("client_gone", n(&stats.client_gone)),
         ("tunnels", n(&stats.tunnels)),
         ("bytes_up", n(&stats.bytes_up)),
         ("bytes_down", n(&stats.bytes_down)),
