@@ -26,7 +26,7 @@ use std::time::Duration;
 use may::net::TcpListener;
 use may_patterns::http::{
     read_request_head, read_response_head, response_framing, write_head, BodyReader, ChunkedWriter,
-    Framing, Limits, ResponseHead,
+    Limits, ResponseHead,
 };
 use may_patterns::server::{self, Config, Conn};
 use may_patterns::shutdown::Shutdown;
@@ -355,15 +355,5 @@ pub fn show(title: &str, lines: &[String]) {
     println!("{title}:");
     for line in lines {
         println!("  {line}");
-    }
-}
-
-/// `Framing` of a body the demo reads, for messages.
-pub fn framing_name(framing: Framing) -> &'static str {
-    match framing {
-        Framing::Empty => "empty",
-        Framing::Length(_) => "sized",
-        Framing::Chunked => "chunked",
-        Framing::UntilClose => "until close",
     }
 }
