@@ -26,6 +26,7 @@ use may_patterns::http::{
 use crate::handler::{Settings, Stats};
 use crate::retry::{idempotent, may_retry, Failure};
 use crate::rewrite::{client_framing, Outgoing, VIA};
+use crate::upstream::InUse;
 
 /// Bounds on a request or response head (a browser's cookies fit), and
 /// on the chunk lines and trailers of a body; body sizes are capped by the
@@ -164,7 +165,8 @@ fn send<C: Read + Write>(
             Some(stream) => stream,
             None => connect(addr, settings).map_err(Attempt::Failed)?,
         };
-        let mut upstream = BufReader::with_capacity(UPSTREAM_BUFFER, stream);
+        let in_use = settings.upstreams.use_stream(stream);
+        let mut upstream = BufReader::with_capacity(UPSTREAM_BUFFER, in_use);
         let sent = write_request(&mut upstream, request, client, buf);
         // A backend may answer before it has read the whole body (a 413, a
         // 401) and close: our writes then fail, but its answer is there.
@@ -203,7 +205,7 @@ fn connect(addr: SocketAddr, settings: &Settings) -> Result<TcpStream, Failure> 
 /// Write the head, then the client's body (answering `Expect:
 /// 100-continue` first, now that a backend is connected).
 fn write_request<C: Read + Write>(
-    upstream: &mut BufReader<TcpStream>,
+    upstream: &mut BufReader<InUse>,
     request: &Outgoing,
     client: &mut BufReader<C>,
     buf: &mut [u8],
@@ -269,7 +271,7 @@ impl<W: Write> Write for Watched<W> {
 
 /// Wait for the answer's first byte: before it, a failure is the
 /// backend's and the request may go elsewhere.
-fn first_byte(upstream: &mut BufReader<TcpStream>) -> Result<(), Attempt> {
+fn first_byte(upstream: &mut BufReader<InUse>) -> Result<(), Attempt> {
     match upstream.fill_buf() {
         Ok([]) => Err(Attempt::Failed(Failure::Reset)),
         Ok(_) => Ok(()),
@@ -286,7 +288,7 @@ fn first_byte(upstream: &mut BufReader<TcpStream>) -> Result<(), Attempt> {
 /// neither connection can carry another request.
 fn relay<C: Read + Write>(
     addr: SocketAddr,
-    mut upstream: BufReader<TcpStream>,
+    mut upstream: BufReader<InUse>,
     head: &RequestHead,
     client: &mut BufReader<C>,
     settings: &Settings,
@@ -318,7 +320,9 @@ fn relay<C: Read + Write>(
     // Past the head, nothing else can be told to the client.
     relayed.map_err(Attempt::Aborted)?;
     if upstream_keep && upstream.buffer().is_empty() {
-        settings.upstreams.put(addr, upstream.into_inner());
+        settings
+            .upstreams
+            .put(addr, upstream.into_inner().into_idle());
     }
     Ok(keep)
 }

@@ -31,9 +31,9 @@
 //! buffer for its backend connection (`forward.rs`), and each backend keeps
 //! at most `upstream::IDLE_PER_BACKEND` idle connections.
 //!
-//! **Shutdown.** Ctrl-C stops accepting and shuts every client socket; a
-//! request still waiting for a backend's answer ends when the answer comes
-//! or at `--response-timeout`, and the checker ends within one check.
+//! **Shutdown.** Ctrl-C stops accepting and shuts every client socket and
+//! every backend connection in use (a request waiting for an answer ends
+//! at once); the checker ends within one check.
 //!
 //! **Customization.** A new algorithm goes into `balance::Algorithm`; a
 //! request rewrite (a header added, a path prefix removed) goes into
@@ -158,12 +158,22 @@ fn run(
         ..server::Config::default()
     };
     let checker = balance::spawn_checker(settings.pool.clone(), check, shutdown.clone());
+    // `server::run` shuts the clients' sockets on shutdown; this shuts the
+    // backend connections their requests may still be waiting on.
+    let shutter = {
+        let (settings, shutdown) = (settings.clone(), shutdown.clone());
+        may::go!(move || {
+            shutdown.wait();
+            settings.upstreams.shut_in_use();
+        })
+    };
     let served = server::run(listener, shutdown, config, move |conn| {
         handler::serve(conn, &settings, &stats)
     });
     // `server::run` returns after the shutdown, or at once on a config it
-    // cannot run with: the checker stops in either case.
+    // cannot run with: the others stop in either case.
     shutdown.trigger();
+    let _ = shutter.join();
     let _ = checker.join();
     served
 }

@@ -533,3 +533,37 @@ fn an_answer_before_the_whole_body_is_relayed() {
     assert_eq!(lb.stats.failed.load(Ordering::Relaxed), 0);
     lb.stop();
 }
+
+#[test]
+fn a_shutdown_ends_a_request_waiting_for_a_silent_backend_at_once() {
+    let mut silent = Scripted::new("silent", Duration::ZERO);
+    silent.hang = true;
+    let silent = Backend::start(silent).unwrap();
+    let options = Options {
+        check_interval: Duration::from_secs(60),
+        check_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_secs(30),
+        ..Options::default()
+    };
+    let lb = Balancer::start_with(&[silent.addr], options);
+    let mut client = lb.connect();
+    let waiting = std::thread::spawn(move || {
+        write_request(&mut client.writer, "GET", SEARCH, "x", &[], b"").unwrap();
+        read_response(&mut client.reader, &Limits::default()).map(|r| r.status)
+    });
+    let started = Instant::now();
+    while lb.settings.pool.stats()[0].in_flight == 0 {
+        assert!(started.elapsed() < PATIENCE, "the request never left");
+        std::thread::yield_now();
+    }
+    let asked = Instant::now();
+    lb.stop();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    // The client's socket was shut: no answer, or a 502 that got out first.
+    let answer = waiting.join().unwrap();
+    assert!(!matches!(answer, Ok(200)), "{answer:?}");
+}

@@ -15,10 +15,17 @@
 //!
 //! The lock is may's, held for a push or a pop; the peek and any close
 //! happen after it is released.
+//!
+//! A connection carrying a request is [`InUse`]: registered, so that on
+//! shutdown [`Upstreams::shut_in_use`] can end a request still waiting for
+//! a backend (its client's socket is already shut, so nobody would read
+//! the answer) instead of letting it run to `--response-timeout`.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind, Read, Write};
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
@@ -37,9 +44,20 @@ struct Idle {
     since: Instant,
 }
 
-/// The idle connections of every backend, fixed at start.
+/// The idle connections of every backend, fixed at start, and the
+/// connections in use.
 pub struct Upstreams {
     idle: HashMap<SocketAddr, Mutex<Vec<Idle>>>,
+    in_use: Mutex<InUseSet>,
+}
+
+/// The descriptors of the connections in use, by registration id.
+#[derive(Default)]
+struct InUseSet {
+    next_id: u64,
+    fds: HashMap<u64, RawFd>,
+    /// Set by [`Upstreams::shut_in_use`]: later registrations are shut at once.
+    shut: bool,
 }
 
 impl Upstreams {
@@ -49,6 +67,34 @@ impl Upstreams {
                 .into_iter()
                 .map(|a| (a, Mutex::new(Vec::with_capacity(IDLE_PER_BACKEND))))
                 .collect(),
+            in_use: Mutex::new(InUseSet::default()),
+        }
+    }
+
+    /// `stream`, registered as in use until it is dropped or given back
+    /// with [`InUse::into_idle`].
+    pub fn use_stream(&self, stream: TcpStream) -> InUse<'_> {
+        let mut set = self.in_use.lock().unwrap();
+        if set.shut {
+            shut(stream.as_raw_fd());
+        }
+        let id = set.next_id;
+        set.next_id += 1;
+        set.fds.insert(id, stream.as_raw_fd());
+        InUse {
+            stream: Some(stream),
+            id,
+            upstreams: self,
+        }
+    }
+
+    /// Shut every connection in use, and any registered from now on: a
+    /// read parked on one ends at once.
+    pub fn shut_in_use(&self) {
+        let mut set = self.in_use.lock().unwrap();
+        set.shut = true;
+        for &fd in set.fds.values() {
+            shut(fd);
         }
     }
 
@@ -83,6 +129,62 @@ impl Upstreams {
     #[cfg(test)]
     pub fn idle(&self, addr: SocketAddr) -> usize {
         self.idle.get(&addr).map_or(0, |s| s.lock().unwrap().len())
+    }
+}
+
+/// `shutdown(2)` both ways on `fd`, which stays open.
+fn shut(fd: RawFd) {
+    // Safety: `fd` is a registered socket's, and an `InUse` leaves the set
+    // (under the lock this runs under) before its socket can close, so the
+    // descriptor is open and still that socket's. `ManuallyDrop`: borrowed,
+    // not owned, so it is not closed here.
+    let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let _ = socket.shutdown(std::net::Shutdown::Both);
+}
+
+/// A backend connection carrying a request. It leaves the in-use set
+/// before its socket closes: in `Drop`, which runs before the field's own.
+pub struct InUse<'a> {
+    stream: Option<TcpStream>,
+    id: u64,
+    upstreams: &'a Upstreams,
+}
+
+impl InUse<'_> {
+    fn stream(&mut self) -> &mut TcpStream {
+        self.stream.as_mut().expect("taken only by into_idle")
+    }
+
+    /// The connection, no longer in use (to keep it idle).
+    pub fn into_idle(mut self) -> TcpStream {
+        self.leave();
+        self.stream.take().expect("taken only here")
+    }
+
+    fn leave(&self) {
+        self.upstreams.in_use.lock().unwrap().fds.remove(&self.id);
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Read for InUse<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream().read(buf)
+    }
+}
+
+impl Write for InUse<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.stream().write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream().flush()
     }
 }
 
@@ -143,5 +245,28 @@ mod tests {
         pool.put(other, TcpStream::connect(addr).unwrap());
         assert_eq!(pool.idle(other), 0);
         assert!(pool.take(other).is_none());
+    }
+
+    #[test]
+    fn a_shutdown_shuts_connections_in_use_and_any_taken_after() {
+        configure_for_tests();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Upstreams::new([addr]);
+        let mut before = pool.use_stream(TcpStream::connect(addr).unwrap());
+        let _server_side = listener.accept().unwrap();
+        let done = pool.use_stream(TcpStream::connect(addr).unwrap());
+        let _other_side = listener.accept().unwrap();
+        let kept = done.into_idle(); // left the set: not shut
+        pool.shut_in_use();
+        let mut byte = [0u8; 1];
+        // A read parked here would end the same way: end-of-file.
+        assert_eq!(before.read(&mut byte).unwrap(), 0);
+        assert!(still_open(&kept));
+        let mut after = pool.use_stream(TcpStream::connect(addr).unwrap());
+        assert_eq!(after.read(&mut byte).unwrap(), 0, "shut as it registers");
+        assert!(pool.in_use.lock().unwrap().fds.len() == 2);
+        drop((before, after));
+        assert!(pool.in_use.lock().unwrap().fds.is_empty());
     }
 }
