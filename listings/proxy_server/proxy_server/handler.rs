@@ -107,6 +107,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         407 => "Proxy Authentication Required",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
     }

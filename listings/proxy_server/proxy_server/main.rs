@@ -53,7 +53,7 @@ use may_patterns::shutdown::Shutdown;
 
 use access_log::{AccessLog, LogWriter};
 use cli::Args;
-use handler::{Settings, Stats};
+use handler::{Refusal, Settings, Stats};
 use resolve::{DnsStats, Resolver};
 use upstream::Pool;
 
@@ -155,15 +155,24 @@ fn run(
 ) -> io::Result<Report> {
     let config = server::Config {
         slots: Slots::new(max_connections),
-        full_message: Some(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                .to_vec(),
-        ),
+        full_message: Some(full_message(max_connections)),
         ..server::Config::default()
     };
     server::run(listener, shutdown, config, move |conn| {
         handler::serve(conn, &settings, &stats)
     })
+}
+
+/// What a client over `--max-connections` reads before the close: a
+/// refusal like the others, saying which limit it met.
+fn full_message(max_connections: usize) -> Vec<u8> {
+    let why = format!(
+        "the proxy is serving its limit of {max_connections} connections \
+         (--max-connections); try again shortly"
+    );
+    let mut message = Vec::new();
+    handler::refuse(&mut message, &Refusal::new(503, why)).expect("a Vec takes every write");
+    message
 }
 
 fn summary(report: &Report, stats: &Stats, dns: DnsStats, log_dropped: u64, json: bool) {
@@ -192,5 +201,22 @@ fn summary(report: &Report, stats: &Stats, dns: DnsStats, log_dropped: u64, json
     } else {
         let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("stopped: {}", body.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_full_message_is_a_complete_503_naming_the_limit() {
+        let text = String::from_utf8(super::full_message(7)).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Connection: close"), "{head}");
+        let length = format!("Content-Length: {}", body.len());
+        assert!(head.contains(&length), "{head}");
+        assert!(body.contains("limit of 7") && body.contains("--max-connections"));
     }
 }
