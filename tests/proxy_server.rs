@@ -9,6 +9,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "proxy_server/access_log.rs"]
+mod access_log;
+#[path = "proxy_server/big.rs"]
+mod big;
 #[path = "proxy_server/clients.rs"]
 mod clients;
 #[path = "proxy_server/forwarding.rs"]

@@ -81,8 +81,11 @@ fn the_connection_past_max_connections_gets_503() {
     proxy.wait_until("held every slot", |p| p.open_fds() >= before + MAX);
     let mut extra = clients::connect(proxy.addr);
     let (status, head) = clients::read_head(&mut extra).expect("an answer past the cap");
-    assert_eq!(status, 503, "{head}");
-    assert!(clients::read_to_close(&mut extra).is_empty());
+    let rest = clients::read_to_close(&mut extra);
+    let answer = clients::Answer { status, head, rest };
+    assert_eq!(answer.status, 503, "{}", answer.head);
+    answer.assert_complete();
+    answer.assert_says("--max-connections");
     drop(held);
     proxy.wait_until("freed the slots", |p| p.open_fds() <= before);
     still_serves(&proxy, &origin);

@@ -75,6 +75,11 @@ impl Proxy {
         self.child.as_ref().expect("the proxy runs").id()
     }
 
+    /// A process-status field (`VmRSS`, `VmHWM`), in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        status_kib(self.pid(), field)
+    }
+
     /// How many descriptors the process has open.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
@@ -152,4 +157,15 @@ impl Drop for Proxy {
             let _ = child.wait();
         }
     }
+}
+
+/// A `/proc/PID/status` field of process `pid` (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status (Linux)");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
