@@ -3,11 +3,11 @@
 
 use base64::Engine;
 
-/// The accepted `user:password` pairs, kept as the joined bytes a client's
-/// Basic credentials decode to.
+/// The accepted `user:password` pairs, kept joined, as a client's Basic
+/// credentials decode to.
 #[derive(Debug, Clone)]
 pub struct Users {
-    pairs: Vec<Vec<u8>>,
+    pairs: Vec<String>,
 }
 
 impl Users {
@@ -22,7 +22,7 @@ impl Users {
             if !line.contains(':') {
                 return Err(format!("line {}: expected user:password", n + 1));
             }
-            pairs.push(line.as_bytes().to_vec());
+            pairs.push(line.to_owned());
         }
         if pairs.is_empty() {
             return Err("no user:password line".to_owned());
@@ -30,24 +30,26 @@ impl Users {
         Ok(Users { pairs })
     }
 
-    /// Whether a `Proxy-Authorization` header value names a listed user
-    /// with the right password.
-    pub fn check(&self, header: Option<&str>) -> bool {
-        let Some(value) = header else { return false };
-        let Some((scheme, token)) = value.trim().split_once(' ') else {
-            return false;
-        };
+    /// The listed user a `Proxy-Authorization` header value names with the
+    /// right password (for the access log), or `None`.
+    pub fn check(&self, header: Option<&str>) -> Option<&str> {
+        let (scheme, token) = header?.trim().split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("basic") {
-            return false;
+            return None;
         }
-        let Ok(given) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
-            return false;
-        };
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .ok()?;
         // Every pair is compared, in full, so the time taken does not say
         // which user or how many leading bytes matched.
-        self.pairs
-            .iter()
-            .fold(false, |found, pair| found | constant_time_eq(pair, &given))
+        let matched = self.pairs.iter().fold(None, |found, pair| {
+            match constant_time_eq(pair.as_bytes(), &given) {
+                true => Some(pair.as_str()),
+                false => found,
+            }
+        })?;
+        // A Basic user name holds no `:` (RFC 7617 2): the first one ends it.
+        matched.split_once(':').map(|(user, _)| user)
     }
 }
 
@@ -73,15 +75,16 @@ mod tests {
     #[test]
     fn right_and_wrong_credentials() {
         let users = Users::parse("# users\nalice:s3cret\n\nbob:pw:with:colons\n").unwrap();
-        assert!(users.check(Some(&basic("alice:s3cret"))));
-        assert!(users.check(Some(&basic("bob:pw:with:colons"))));
-        assert!(!users.check(Some(&basic("alice:wrong"))));
-        assert!(!users.check(Some(&basic("alice:s3cre"))));
-        assert!(!users.check(Some(&basic("carol:s3cret"))));
-        assert!(!users.check(None));
-        assert!(!users.check(Some("Bearer abc")));
-        assert!(!users.check(Some("Basic !!!")));
-        assert!(users.check(Some(&basic("alice:s3cret").replace("Basic", "basic"))));
+        assert_eq!(users.check(Some(&basic("alice:s3cret"))), Some("alice"));
+        assert_eq!(users.check(Some(&basic("bob:pw:with:colons"))), Some("bob"));
+        assert_eq!(users.check(Some(&basic("alice:wrong"))), None);
+        assert_eq!(users.check(Some(&basic("alice:s3cre"))), None);
+        assert_eq!(users.check(Some(&basic("carol:s3cret"))), None);
+        assert_eq!(users.check(None), None);
+        assert_eq!(users.check(Some("Bearer abc")), None);
+        assert_eq!(users.check(Some("Basic !!!")), None);
+        let lower = basic("alice:s3cret").replace("Basic", "basic");
+        assert_eq!(users.check(Some(&lower)), Some("alice"));
     }
 
     #[test]

@@ -309,7 +309,7 @@ fn refused(client: &mut Client, stats: &Stats, refusal: Refusal) -> io::Result<S
     refuse(&mut client.writer, &refusal)?;
     Ok(Served {
         status: Some(refusal.status),
-        bytes_down: 0,
+        bytes_down: refusal.body().len() as u64,
         next: Next::Close,
     })
 }

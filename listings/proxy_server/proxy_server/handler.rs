@@ -99,6 +99,11 @@ impl Refusal {
             why: why.into(),
         }
     }
+
+    /// The `text/plain` body the client gets (and the access log counts).
+    pub fn body(&self) -> String {
+        format!("{}\n", self.why)
+    }
 }
 
 fn reason(status: u16) -> &'static str {
@@ -120,13 +125,12 @@ pub fn refuse(w: &mut impl Write, refusal: &Refusal) -> io::Result<()> {
         407 => &[("Proxy-Authenticate", "Basic realm=\"proxy_server\"")],
         _ => &[],
     };
-    let body = format!("{}\n", refusal.why);
     write_error(
         w,
         refusal.status,
         reason(refusal.status),
         extra,
-        &body,
+        &refusal.body(),
         true,
     )
 }
@@ -199,16 +203,20 @@ fn serve_inner(mut conn: Conn, settings: &Settings, stats: &Stats) -> io::Result
             }
             Err(e) => return Err(e),
         };
-        let logged = Logged {
+        let mut logged = Logged {
             settings,
             peer,
             head: &head,
+            user: None,
             start,
         };
         if let Some(users) = &settings.users {
-            if !users.check(header(&head.headers, "proxy-authorization")) {
-                let why = "this proxy needs a user and password (Proxy-Authorization: Basic)";
-                return logged.refuse(&mut client, stats, Refusal::new(407, why));
+            match users.check(header(&head.headers, "proxy-authorization")) {
+                Some(user) => logged.user = Some(user.to_owned()),
+                None => {
+                    let why = "this proxy needs a user and password (Proxy-Authorization: Basic)";
+                    return logged.refuse(&mut client, stats, Refusal::new(407, why));
+                }
             }
         }
         if head.method.eq_ignore_ascii_case("CONNECT") {
@@ -251,6 +259,8 @@ struct Logged<'a> {
     settings: &'a Settings,
     peer: SocketAddr,
     head: &'a RequestHead,
+    /// Who `Proxy-Authorization` named, once checked (`--auth-file`).
+    user: Option<String>,
     start: SystemTime,
 }
 
@@ -263,7 +273,7 @@ impl Logged<'_> {
         let text = |name| header(&self.head.headers, name).map(str::to_owned);
         access_log.log(Entry {
             client: self.peer,
-            user: None,
+            user: self.user.clone(),
             method: self.head.method.clone(),
             target: self.head.target.clone(),
             version: self.head.version,
@@ -278,7 +288,7 @@ impl Logged<'_> {
     /// Count, log and answer `refusal`; the connection then closes.
     fn refuse(&self, client: &mut Client, stats: &Stats, refusal: Refusal) -> io::Result<()> {
         stats.count_refusal(refusal.status);
-        self.log(refusal.status, 0);
+        self.log(refusal.status, refusal.body().len() as u64);
         refuse(&mut client.writer, &refusal)
     }
 }

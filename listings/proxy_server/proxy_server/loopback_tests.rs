@@ -14,6 +14,8 @@ use may_patterns::runtime::configure_for_tests;
 use may_patterns::server::{self, Conn, Report};
 use may_patterns::shutdown::Shutdown;
 
+use crate::access_log;
+use crate::auth::Users;
 use crate::cli::Args;
 use crate::handler::{self, Settings, Stats};
 use crate::resolve::Resolver;
@@ -337,4 +339,76 @@ fn a_silent_origin_gets_504_after_the_response_timeout() {
     origin_thread.join().unwrap().unwrap();
     let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(n(&stats.upstream_failed), 1);
+}
+
+/// A log destination the test reads back.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_access_log_names_the_user_and_counts_refusal_bodies() {
+    configure_for_tests();
+    let (origin, origin_stop, origin_thread) = start(echo_origin);
+    let out = Shared::default();
+    let (log, writer) = access_log::start(Box::new(out.clone()), 16).unwrap();
+    let proxy_settings = Settings {
+        users: Some(Users::parse("alice:s3cret\n").unwrap()),
+        access_log: Some(log),
+        ..settings()
+    };
+    let stats = Stats::default();
+    let (proxy, proxy_stop, proxy_thread) =
+        start(move |conn| handler::serve(conn, &proxy_settings, &stats));
+
+    // "alice:s3cret", then a wrong password.
+    let alice = "Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n";
+    let wrong = "Proxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n";
+    let requests = [
+        format!("PUT http://{origin}/sized HTTP/1.1\r\n{alice}Content-Length: 2\r\n\r\nhi"),
+        format!("GET http://{origin}/ HTTP/1.1\r\n{wrong}\r\n"),
+        format!("GET http://127.0.0.1:25/ HTTP/1.1\r\n{alice}\r\n"),
+    ];
+    let mut bodies = Vec::new();
+    for request in &requests {
+        let mut client = StdStream::connect(proxy).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(request.as_bytes()).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answers = BufReader::new(client);
+        let answer = read_response(&mut answers, &Limits::default()).unwrap();
+        bodies.push((answer.status, answer.body.len()));
+    }
+    assert_eq!(
+        bodies.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [200, 407, 403]
+    );
+
+    proxy_stop.trigger();
+    proxy_thread.join().unwrap().unwrap(); // drops the handler's log
+    writer.finish().unwrap();
+    origin_stop.trigger();
+    origin_thread.join().unwrap().unwrap();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    // Fields: client, identity, user, [date, zone], "request line", status, bytes.
+    for (fields, (status, body)) in lines.iter().zip(&bodies) {
+        assert_eq!(fields[8], status.to_string(), "{text}");
+        assert_eq!(fields[9], body.to_string(), "the body's bytes: {text}");
+    }
+    let users: Vec<&str> = lines.iter().map(|f| f[2]).collect();
+    assert_eq!(users, ["alice", "-", "alice"], "{text}");
 }
