@@ -165,20 +165,21 @@ struct Load {
     every: Duration,
 }
 
-/// The demo's load: 32 clients, a request every 60 ms each (about 530 a
-/// second in all), for about two seconds.
+/// The demo's load: 32 clients, a request every 120 ms each (about 270 a
+/// second in all: light enough for a debug build on a shared machine), for
+/// about two seconds.
 const LOAD: Load = Load {
     clients: 32,
-    requests: 30,
-    every: Duration::from_millis(60),
+    requests: 16,
+    every: Duration::from_millis(120),
 };
 
 /// What clients saw through one algorithm.
 struct Measured {
     /// Share of requests answered by the slow backend, 0 to 1.
     slow_share: f64,
+    mean: Duration,
     p50: Duration,
-    p90: Duration,
     p99: Duration,
 }
 
@@ -222,10 +223,11 @@ fn measure(algorithm: Algorithm, backends: &[BackendConfig], load: Load) -> io::
     let mut latencies: Vec<Duration> = seen.iter().map(|&(_, took)| took).collect();
     latencies.sort();
     let at = |percent: usize| latencies[(latencies.len() * percent / 100).min(latencies.len() - 1)];
+    let total: Duration = latencies.iter().sum();
     Ok(Measured {
         slow_share: to_slow as f64 / seen.len() as f64,
+        mean: total / latencies.len() as u32,
         p50: at(50),
-        p90: at(90),
         p99: at(99),
     })
 }
@@ -266,10 +268,10 @@ fn main() {
     for (algorithm, label) in ALGORITHMS {
         let m = measure(algorithm, &configs, LOAD).expect("the load runs");
         println!(
-            "{label:<17}: {:.1}% to delta, p50 {:.1?}, p90 {:.1?}, p99 {:.1?}",
+            "{label:<17}: {:.1}% to delta, mean {:.1?}, p50 {:.1?}, p99 {:.1?}",
             100.0 * m.slow_share,
+            m.mean,
             m.p50,
-            m.p90,
             m.p99
         );
         shares.push(m.slow_share);
@@ -322,12 +324,7 @@ mod tests {
         // One backend, and it is the "slow" (last) one: all of them.
         assert_eq!(m.slow_share, 1.0);
         assert!(m.p50 >= FAST, "{:?}", m.p50);
-        assert!(
-            m.p50 <= m.p90 && m.p90 <= m.p99,
-            "{:?} {:?} {:?}",
-            m.p50,
-            m.p90,
-            m.p99
-        );
+        assert!(m.p50 <= m.p99, "{:?} {:?}", m.p50, m.p99);
+        assert!(m.mean >= FAST && m.mean <= m.p99, "{:?}", m.mean);
     }
 }
