@@ -31,6 +31,7 @@ struct Options {
     check_interval: Duration,
     check_timeout: Duration,
     response_timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl Default for Options {
@@ -40,6 +41,7 @@ impl Default for Options {
             check_interval: Duration::from_millis(100),
             check_timeout: Duration::from_millis(100),
             response_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -75,7 +77,7 @@ impl Balancer {
             connect_timeout: Duration::from_secs(2),
             response_timeout: options.response_timeout,
             idle_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_secs(5),
+            header_timeout: options.header_timeout,
             stats_path: "/_lb/stats".to_owned(),
         });
         let check = CheckConfig {
@@ -566,4 +568,42 @@ fn a_shutdown_ends_a_request_waiting_for_a_silent_backend_at_once() {
     // The client's socket was shut: no answer, or a 502 that got out first.
     let answer = waiting.join().unwrap();
     assert!(!matches!(answer, Ok(200)), "{answer:?}");
+}
+
+#[test]
+fn a_head_sent_a_byte_at_a_time_is_cut_off_at_the_header_timeout() {
+    let a = Backend::start(Scripted::new("a", Duration::ZERO)).unwrap();
+    let timeout = Duration::from_millis(300);
+    let options = Options {
+        header_timeout: timeout,
+        ..Options::default()
+    };
+    let lb = Balancer::start_with(&[a.addr], options);
+    let client = lb.connect();
+    let started = Instant::now();
+    let mut writer = client.writer;
+    // Each byte comes well within the per-read timeout: only the deadline
+    // on the head as a whole can end this (Slowloris).
+    let trickle = std::thread::spawn(move || {
+        let mut head = b"GET / HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'a'));
+        while started.elapsed() < PATIENCE {
+            let byte = [*head.next().unwrap()];
+            if std::io::Write::write_all(&mut writer, &byte).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut reader = client.reader;
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut rest); // EOF or reset
+    let elapsed = started.elapsed();
+    assert!(rest.is_empty(), "no answer, a close: {rest:?}");
+    assert!(elapsed >= timeout, "{elapsed:?}");
+    // The deadline is checked at each read, so it ends within a read more.
+    assert!(elapsed < 4 * timeout, "{elapsed:?}");
+    trickle.join().unwrap();
+    lb.stop();
 }
