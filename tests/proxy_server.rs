@@ -1,10 +1,15 @@
 //! End-to-end: the finished `proxy_server` run as a user runs it, with
 //! curl and nc as its clients (and a raw socket for what no real client
-//! sends), in front of origins served on loopback by this test process
-//! (HTTPS with a throwaway CA, a TCP echo).
+//! sends), in front of a real nginx and of origins served on loopback by
+//! this test process (HTTPS with a throwaway CA, a TCP echo, an HTTP
+//! server that checks bodies as they stream). Each test starts its own
+//! proxy with `--listen 127.0.0.1:0` and stops it with Ctrl-C (SIGINT),
+//! checking the summary it prints.
 //!
-//! Needs curl and nc (`.ci/run` installs them: Debian packages `curl`
-//! and `netcat-openbsd`); a test whose tool is missing fails and says so.
+//! Needs curl, nc and nginx (`.ci/run` installs them: Debian packages
+//! `curl`, `netcat-openbsd` and `nginx`), and util-linux's `prlimit` where
+//! the open-file limit is under what 5,000 connections need; a test whose
+//! tool is missing fails and says so.
 
 #[path = "support/mod.rs"]
 mod support;

@@ -80,7 +80,65 @@ fn curl_gets_nginx_pages_through_the_proxy_as_it_gets_them_directly() {
         let got = log.iter().filter(|l| l.path == path).count();
         assert_eq!(got, want, "nginx's log of {path}");
     }
-    proxy.stop();
+    let summary = proxy.stop();
+    assert_eq!(summary["forwarded"], paths.len() + 1, "{summary}");
+}
+
+/// HTTP/1.0 (`curl -0`): no chunked answer for such a client, and the
+/// connection closes after the answer, but the bytes are the same.
+#[test]
+fn an_http_1_0_client_gets_the_same_pages() {
+    let nginx = nginx();
+    let proxy = Proxy::start(&REACH_LOOPBACK);
+    for path in ["/", "/big.html"] {
+        let url = format!("{}{path}", nginx.origins[0]);
+        let direct = curl_ok(&["-sS", "-w", "\n%{http_code}", &url]);
+        let proxied = curl_ok(&[
+            "-sS",
+            "-0",
+            "-x",
+            &proxy.url(),
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ]);
+        assert!(
+            direct == proxied,
+            "{path}: through the proxy as HTTP/1.0 differs"
+        );
+    }
+    let summary = proxy.stop();
+    assert_eq!(summary["forwarded"], 2, "{summary}");
+    assert_eq!(summary["accepted"], 2, "{summary}");
+}
+
+/// What a forward proxy cannot forward gets a 400 that says what to do.
+#[test]
+fn targets_a_forward_proxy_does_not_serve_get_400_saying_why() {
+    let proxy = Proxy::start(&REACH_LOOPBACK);
+    let cases = [
+        (
+            "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "absolute URL",
+        ),
+        (
+            "GET https://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "CONNECT",
+        ),
+        (
+            "GET ftp://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "http://",
+        ),
+    ];
+    for (request, says) in cases {
+        let answer = clients::exchange(proxy.addr, request.as_bytes());
+        assert_eq!(answer.status, 400, "{request:?}: {}", answer.head);
+        answer.assert_complete();
+        answer.assert_says(says);
+    }
+    let summary = proxy.stop();
+    assert_eq!(summary["bad_requests"], cases.len(), "{summary}");
+    assert_eq!(summary["forwarded"], 0, "{summary}");
 }
 
 /// One curl run, two URLs: curl keeps its connection to the proxy, and
@@ -116,6 +174,8 @@ fn keep_alive_reuses_the_client_connection_and_the_origin_connection() {
     );
     let summary = proxy.stop();
     assert_eq!(summary["accepted"], 1, "{summary}");
+    assert_eq!(summary["forwarded"], 2, "{summary}");
+    assert_eq!(summary["origin_reused"], 1, "{summary}");
     assert_eq!(summary["bytes_down"], 1024 + 2048, "{summary}");
 }
 
@@ -169,6 +229,7 @@ fn request_bodies_arrive_whole_sized_chunked_and_after_100_continue() {
         "2097152 Length(2097152) ok\n"
     );
     let summary = proxy.stop();
+    assert_eq!(summary["forwarded"], 3, "{summary}");
     // The bodies' bytes, counted as the proxy sent them on.
     assert_eq!(summary["bytes_up"], 2 * 65536 + 2097152, "{summary}");
 }
@@ -193,9 +254,10 @@ fn a_dead_origin_gets_502() {
 }
 
 /// Half of a declared body, then the client is gone: the proxy gives up
-/// on that exchange, closes the origin's side, and serves the next client.
+/// on that exchange, counts it, closes the origin's side, and serves the
+/// next client.
 #[test]
-fn a_client_gone_in_the_middle_of_its_body_leaves_the_next_one_served() {
+fn a_client_gone_in_the_middle_of_its_body_is_counted_and_the_next_is_served() {
     let origin = origins::http();
     let proxy = Proxy::start(&REACH_LOOPBACK);
     let before = proxy.open_fds();
@@ -229,4 +291,6 @@ fn a_client_gone_in_the_middle_of_its_body_leaves_the_next_one_served() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200 4096");
     let summary = proxy.stop();
     assert_eq!(summary["accepted"], 2, "{summary}");
+    assert_eq!(summary["client_gone"], 1, "{summary}");
+    assert_eq!(summary["forwarded"], 1, "{summary}");
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::Shutdown;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::clients::{self, curl_ok, nc};
 use crate::origins::{self, eof_line, TlsOrigin};
@@ -127,4 +127,37 @@ fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
     );
     let summary = proxy.stop();
     assert_eq!(summary["tunnels"], 1, "{summary}");
+}
+
+/// Ctrl-C while a tunnel and a keep-alive client are open: both are shut
+/// and the proxy exits with its summary at once, not after the idle
+/// timeout (300 s by default).
+#[test]
+fn ctrl_c_with_a_tunnel_and_a_keep_alive_client_open_stops_at_once() {
+    let echo = origins::echo();
+    let http = origins::http();
+    let port = echo.port().to_string();
+    let proxy = Proxy::start(&reach(&port));
+    let mut tunnel = clients::connect(proxy.addr);
+    write!(tunnel, "CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(clients::read_head(&mut tunnel).map(|a| a.0), Some(200));
+    let mut keep_alive = clients::connect(proxy.addr);
+    let target = format!("http://127.0.0.1:{}/pattern/8", http.port());
+    write!(
+        keep_alive,
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(clients::read_head(&mut keep_alive).map(|a| a.0), Some(200));
+    let mut body = [0u8; 8];
+    std::io::Read::read_exact(&mut keep_alive, &mut body).unwrap();
+    let started = Instant::now();
+    let summary = proxy.stop();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    // Both clients were closed, not left hanging.
+    clients::read_to_close(&mut tunnel);
+    assert!(clients::read_to_close(&mut keep_alive).is_empty());
+    assert_eq!(summary["tunnels"], 1, "{summary}");
+    assert_eq!(summary["forwarded"], 1, "{summary}");
 }
