@@ -140,6 +140,19 @@ impl Pool {
         }
     }
 
+    /// A new connection to the first of `addrs` that answers: a name may
+    /// resolve to several, some of them unreachable.
+    fn connect_any(&self, addrs: &[SocketAddr]) -> io::Result<Upstream> {
+        let mut failed = io::Error::other("no address to connect to");
+        for &addr in addrs {
+            match self.connect(addr) {
+                Ok(upstream) => return Ok(upstream),
+                Err(e) => failed = e,
+            }
+        }
+        Err(failed)
+    }
+
     fn connect(&self, addr: SocketAddr) -> io::Result<Upstream> {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         stream.set_read_timeout(Some(IDLE))?;
@@ -338,8 +351,9 @@ struct Io<'a, R, W> {
     buf: &'a mut [u8],
 }
 
-/// Forward one request and its answer to the first of `addrs`: what was
-/// relayed, and whether the client connection can carry the next request.
+/// Forward one request and its answer to the first of `addrs` that
+/// answers: what was relayed, and whether the client connection can carry
+/// the next request.
 fn forward<R: BufRead, W: Write>(
     head: RequestHead,
     target: &Target,
@@ -350,7 +364,7 @@ fn forward<R: BufRead, W: Write>(
     let (asked, request) = origin_request(head, target);
     let (upstream, response) = exchange(
         pool,
-        addrs[0],
+        addrs,
         &asked,
         &request,
         io.client_in,
@@ -393,19 +407,19 @@ fn origin_request(head: RequestHead, target: &Target) -> (Asked, Vec<u8>) {
 /// body, once read from the client, cannot be sent again.
 fn exchange(
     pool: &Pool,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     asked: &Asked,
     request: &[u8],
     client_in: &mut impl BufRead,
     client_out: &mut impl Write,
     buf: &mut [u8],
 ) -> Result<(Upstream, ResponseHead), Failure> {
-    let mut pooled = pool.take(addr);
+    let mut pooled = addrs.iter().find_map(|&addr| pool.take(addr));
     loop {
         let retry = pooled.is_some() && asked.body == Framing::Empty;
         let mut upstream = match pooled.take() {
             Some(upstream) => upstream,
-            None => pool.connect(addr).map_err(Failure::Upstream)?,
+            None => pool.connect_any(addrs).map_err(Failure::Upstream)?,
         };
         if asked.expects_continue {
             write_continue(client_out).map_err(Failure::Broken)?;
