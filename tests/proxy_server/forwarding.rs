@@ -3,8 +3,9 @@
 //! and chunked, `Expect: 100-continue`, a dead origin, a client that goes
 //! away in the middle of its body.
 
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use may_patterns::testsite::{Features, Nginx, NginxOptions, SiteSpec};
 
@@ -253,6 +254,58 @@ fn a_dead_origin_gets_502() {
     assert_eq!(summary["upstream_failed"], 1, "{summary}");
 }
 
+/// An origin that never completes the TCP handshake, and one that takes
+/// the request and never answers: each 504 after its own timeout.
+#[test]
+fn an_origin_silent_past_its_timeout_gets_504() {
+    // A listener nobody accepts on: once its accept queue is full, the
+    // kernel drops further SYNs, so a connect neither succeeds nor fails.
+    let unanswered = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let full = unanswered.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&full, Duration::from_millis(300)) {
+            Ok(stream) => queued.push(stream),
+            Err(e) => {
+                // With net.ipv4.tcp_abort_on_overflow set (0 by default)
+                // the kernel would refuse instead, and this test could not
+                // make a silent origin this way.
+                assert_eq!(
+                    e.kind(),
+                    ErrorKind::TimedOut,
+                    "filling the accept queue: {e}"
+                );
+                break;
+            }
+        }
+        assert!(queued.len() < 10_000, "the accept queue never filled");
+    }
+    // Reads the request, answers nothing.
+    let mute = origins::Origin::serve(0x1000, |mut tcp| {
+        let mut buf = vec![0u8; 4096];
+        while tcp.read(&mut buf)? > 0 {}
+        Ok(())
+    });
+    let mut args = REACH_LOOPBACK.to_vec();
+    args.extend(["--connect-timeout", "1", "--response-timeout", "1"]);
+    let proxy = Proxy::start(&args);
+    for (addr, says) in [
+        (full, "connecting took over 1 s"),
+        (mute.addr, "--response-timeout"),
+    ] {
+        let request = format!("GET http://{addr}/ HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let started = Instant::now();
+        let answer = clients::exchange(proxy.addr, request.as_bytes());
+        let took = started.elapsed();
+        assert_eq!(answer.status, 504, "{addr}: {}", answer.head);
+        answer.assert_complete();
+        answer.assert_says(says);
+        assert!(took < Duration::from_secs(4), "the 504 took {took:?}");
+    }
+    let summary = proxy.stop();
+    assert_eq!(summary["upstream_failed"], 2, "{summary}");
+}
+
 /// Half of a declared body, then the client is gone: the proxy gives up
 /// on that exchange, counts it, closes the origin's side, and serves the
 /// next client.
@@ -270,7 +323,7 @@ fn a_client_gone_in_the_middle_of_its_body_is_counted_and_the_next_is_served() {
     )
     .unwrap();
     let mut half = Vec::new();
-    std::io::Read::read_to_end(&mut Pattern::new(declared / 2), &mut half).unwrap();
+    Pattern::new(declared / 2).read_to_end(&mut half).unwrap();
     stream.write_all(&half).unwrap();
     // The origin has the first bytes once the proxy connected to it.
     proxy.wait_until("reached the origin", |_| origin.accepted() == 1);
