@@ -1,8 +1,9 @@
 //! Origins the proxy reaches, served by coroutines in the test's own
 //! process on may sockets: an HTTPS server (rustls, certificate from a
 //! throwaway CA that curl is told to trust), a TCP echo that says how
-//! many bytes it got once its peer half-closes, and an HTTP server that
-//! checks request bodies and sends long ones (nginx can do neither).
+//! many bytes it got once its peer half-closes, one that never answers,
+//! and an HTTP server that checks request bodies and sends long ones
+//! (nginx can do neither).
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -202,6 +203,15 @@ pub fn http() -> Origin {
                 break;
             }
         }
+        Ok(())
+    })
+}
+
+/// A TCP origin that reads whatever comes and never answers.
+pub fn mute() -> Origin {
+    Origin::serve(PLAIN_STACK_WORDS, |mut tcp| {
+        let mut buf = vec![0u8; 4096];
+        while tcp.read(&mut buf)? > 0 {}
         Ok(())
     })
 }
