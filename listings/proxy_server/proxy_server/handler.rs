@@ -46,6 +46,9 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Name lookups, cached and shared between requests.
     pub resolver: Resolver,
+    /// The stack of a tunnel's second coroutine, in words
+    /// ([`tunnel::COPY_STACK_WORDS`]).
+    pub tunnel_stack_words: usize,
     /// Idle origin connections, shared by every client connection.
     pub pool: Arc<Pool>,
     /// `--access-log`: one [`Entry`] per answered request.
@@ -328,6 +331,7 @@ fn open_tunnel(
         origin,
         &leftover,
         settings.idle_timeout,
+        settings.tunnel_stack_words,
     )?;
     stats.bytes_up.fetch_add(moved.up, Ordering::Relaxed);
     stats.bytes_down.fetch_add(moved.down, Ordering::Relaxed);

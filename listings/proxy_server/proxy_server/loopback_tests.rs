@@ -19,6 +19,7 @@ use crate::auth::Users;
 use crate::cli::Args;
 use crate::handler::{self, Settings, Stats};
 use crate::resolve::Resolver;
+use crate::tunnel;
 use crate::upstream::Pool;
 
 /// What the origin sends to a `GET /chunked` without a body.
@@ -28,7 +29,7 @@ fn page() -> Vec<u8> {
 
 /// Echo each request's body (`/chunked`: in chunks of 3000 bytes;
 /// otherwise with a Content-Length), with the Host and Via it saw.
-fn echo_origin(conn: Conn) {
+pub(crate) fn echo_origin(conn: Conn) {
     let limits = Limits {
         body_bytes: 1 << 20,
         ..Limits::default()
@@ -68,7 +69,7 @@ fn echo_origin(conn: Conn) {
 }
 
 /// Start `server::run` with `handler` on a thread.
-fn start(
+pub(crate) fn start(
     handler: impl Fn(Conn) + Send + Sync + 'static,
 ) -> (
     std::net::SocketAddr,
@@ -85,7 +86,7 @@ fn start(
     (addr, shutdown, thread)
 }
 
-fn settings() -> Settings {
+pub(crate) fn settings() -> Settings {
     let args = Args::try_parse_from(["proxy_server", "--allow-dest", "127.0.0.1/32"]).unwrap();
     Settings {
         policy: args.policy(),
@@ -96,11 +97,12 @@ fn settings() -> Settings {
         header_timeout: Duration::from_secs(5),
         resolver: Resolver::new(args.dns()),
         pool: Pool::start(args.pool_limits()),
+        tunnel_stack_words: tunnel::COPY_STACK_WORDS,
         access_log: None,
     }
 }
 
-fn chunked_body(body: &[u8], piece: usize) -> Vec<u8> {
+pub(crate) fn chunked_body(body: &[u8], piece: usize) -> Vec<u8> {
     let mut chunked = ChunkedWriter::new(Vec::new());
     body.chunks(piece)
         .for_each(|c| chunked.write_all(c).unwrap());
