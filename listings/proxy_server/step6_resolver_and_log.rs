@@ -103,9 +103,11 @@ struct Upstream {
 /// How many idle connections the pool keeps per destination, and in all.
 const IDLE_PER_DESTINATION: usize = 4;
 const IDLE_TOTAL: usize = 256;
-/// How long an idle connection is kept: less than origins usually keep
-/// theirs (nginx: 75 s), so the pool rarely hands out one the origin closed.
-const POOL_IDLE: Duration = Duration::from_secs(30);
+/// How long an idle connection is kept: less than the shortest time common
+/// servers keep one (Apache's and Node.js's default is 5 s, nginx's 75 s),
+/// so the pool rarely hands out one the origin has already closed. That
+/// matters most for a request with a body, which is not sent twice.
+const POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// Idle origin connections by destination, shared by every client
 /// connection. A std `Mutex`, held for a push or a pop, never across a park.
