@@ -12,6 +12,7 @@ use crate::proxy::Proxy;
 /// One combined-format line, as Apache and nginx write it.
 struct Line {
     client: String,
+    user: String,
     request: String,
     status: u16,
     bytes: u64,
@@ -20,7 +21,7 @@ struct Line {
 
 fn parse(text: &str) -> Vec<Line> {
     let combined = Regex::new(
-        r#"^(\S+) - \S+ \[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "([^"]*)" (\d{3}) (\d+) "([^"]*)" "([^"]*)"$"#,
+        r#"^(\S+) - (\S+) \[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "([^"]*)" (\d{3}) (\d+) "([^"]*)" "([^"]*)"$"#,
     )
     .unwrap();
     text.lines()
@@ -30,10 +31,11 @@ fn parse(text: &str) -> Vec<Line> {
                 .unwrap_or_else(|| panic!("not a combined log line: {line:?}"));
             Line {
                 client: c[1].to_owned(),
-                request: c[3].to_owned(),
-                status: c[4].parse().unwrap(),
-                bytes: c[5].parse().unwrap(),
-                user_agent: c[7].to_owned(),
+                user: c[2].to_owned(),
+                request: c[4].to_owned(),
+                status: c[5].parse().unwrap(),
+                bytes: c[6].parse().unwrap(),
+                user_agent: c[8].to_owned(),
             }
         })
         .collect()
@@ -100,19 +102,19 @@ fn every_request_gets_one_combined_format_line_with_its_status() {
     let text = std::fs::read_to_string(&log).expect("the access log was written");
     let lines = parse(&text);
     // In the order each ended: a tunnel's line is written when it closes,
-    // which can be after the next request's. (The user field is not
-    // checked: the handler does not fill it in yet, every line says "-".)
-    let mut seen: Vec<(String, u16)> = lines
+    // which can be after the next request's.
+    let mut seen: Vec<(String, String, u16)> = lines
         .iter()
-        .map(|l| (l.request.clone(), l.status))
+        .map(|l| (l.user.clone(), l.request.clone(), l.status))
         .collect();
     seen.sort();
     let tunnel = format!("CONNECT localhost:{tls_port} HTTP/1.1");
+    let alice = || "alice".to_owned();
     let mut want = vec![
-        (format!("GET {plain} HTTP/1.1"), 200),
-        (tunnel.clone(), 200),
-        (tunnel.clone(), 407),
-        ("GET http://127.0.0.1:25/ HTTP/1.1".to_owned(), 403),
+        (alice(), format!("GET {plain} HTTP/1.1"), 200),
+        (alice(), tunnel.clone(), 200),
+        ("-".to_owned(), tunnel.clone(), 407),
+        (alice(), "GET http://127.0.0.1:25/ HTTP/1.1".to_owned(), 403),
     ];
     want.sort();
     assert_eq!(seen, want, "the log:\n{text}");
