@@ -104,14 +104,21 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
         },
     );
     let mut buf = vec![0u8; COPY_BUFFER];
+    // The socket's read timeout, changed only when it must: each change is
+    // a `setsockopt`.
+    let mut timeout = ReadTimeout::default();
     loop {
         // Idle until the next request's first byte.
-        set_timeout(&client, settings.idle_timeout)?;
+        timeout.set(&client, settings.idle_timeout)?;
         if client.fill_buf()?.is_empty() {
             return Ok(());
         }
-        set_timeout(&client, settings.header_timeout)?;
-        client.get_mut().deadline = Some(Instant::now() + settings.header_timeout);
+        // A head that came whole with its first bytes needs no more reads,
+        // so no read can outlast --header-timeout: most requests.
+        if !holds_whole_head(client.buffer()) {
+            timeout.set(&client, settings.header_timeout)?;
+            client.get_mut().deadline = Some(Instant::now() + settings.header_timeout);
+        }
         let head = match read_request_head(&mut client, &LIMITS) {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(()),
@@ -123,7 +130,7 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
             Err(e) => return Err(e),
         };
         client.get_mut().deadline = None;
-        set_timeout(&client, settings.idle_timeout)?;
+        timeout.set(&client, settings.idle_timeout)?;
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let keep = handle(&mut client, &head, peer, local, settings, stats, &mut buf)?;
         if !keep || client.get_ref().conn.stopping().is_triggered() {
@@ -132,8 +139,28 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
     }
 }
 
-fn set_timeout(client: &BufReader<Client>, timeout: Duration) -> io::Result<()> {
-    client.get_ref().conn.set_idle_timeout(Some(timeout))
+/// The read timeout last set on a client socket.
+#[derive(Default)]
+struct ReadTimeout(Option<Duration>);
+
+impl ReadTimeout {
+    fn set(&mut self, client: &BufReader<Client>, timeout: Duration) -> io::Result<()> {
+        if self.0 != Some(timeout) {
+            client.get_ref().conn.set_idle_timeout(Some(timeout))?;
+            self.0 = Some(timeout);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `buffered` holds a whole request head: an empty line ends it
+/// (`read_request_head` stops at the first one, or fails before it,
+/// without reading further).
+fn holds_whole_head(buffered: &[u8]) -> bool {
+    buffered.starts_with(b"\n")
+        || buffered.starts_with(b"\r\n")
+        || buffered.windows(2).any(|w| w == b"\n\n")
+        || buffered.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// Answer one request whose head has been read; `Ok(keep)`: whether the
@@ -227,4 +254,19 @@ fn error(
         _ => vec![],
     };
     write_error(out, status, reason, &extra, why, !keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_whole_head;
+
+    #[test]
+    fn a_head_is_whole_only_up_to_its_empty_line() {
+        assert!(holds_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(holds_whole_head(b"GET / HTTP/1.0\n\nleft over"));
+        assert!(holds_whole_head(b"\r\nGET"), "an empty first line ends it");
+        assert!(!holds_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(!holds_whole_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r"));
+        assert!(!holds_whole_head(b"G"));
+    }
 }
