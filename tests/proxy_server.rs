@@ -20,6 +20,8 @@ mod access_log;
 mod big;
 #[path = "proxy_server/clients.rs"]
 mod clients;
+#[path = "proxy_server/command_line.rs"]
+mod command_line;
 #[path = "proxy_server/forwarding.rs"]
 mod forwarding;
 #[path = "proxy_server/limits.rs"]
