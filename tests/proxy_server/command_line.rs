@@ -4,6 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::clients;
 use crate::proxy::{program, STUCK};
 use crate::support;
 
@@ -18,8 +19,14 @@ fn without_json_it_prints_a_listening_line_and_a_stopped_summary() {
     let addr = first
         .strip_prefix("proxy_server listening on ")
         .unwrap_or_else(|| panic!("first line: {first:?}"));
-    // It really listens there.
-    std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    // It really listens there, and answers: a request it refuses (port 25)
+    // is served and closed before the interrupt, so the summary counts it
+    // (a bare connect could still be in the accept queue when Ctrl-C lands).
+    let answer = clients::exchange(
+        addr.parse().unwrap(),
+        b"CONNECT 127.0.0.1:25 HTTP/1.1\r\nHost: 127.0.0.1:25\r\n\r\n",
+    );
+    assert_eq!(answer.status, 403, "{}", answer.head);
     support::interrupt(&child);
     let status = support::wait_bounded(&mut child, STUCK);
     assert!(status.success(), "{status:?}");
