@@ -61,9 +61,18 @@ struct Load {
 struct Failover {
     name: String,
     wrk: Wrk,
-    /// `None` for a balancer that does not say; `Some(None)` if it never
-    /// counted the backend down during the run.
-    detected: Option<Option<Duration>>,
+    /// `None` for a balancer that does not say.
+    detected: Option<Detection>,
+}
+
+/// What the reads of a balancer's backend states showed after the kill.
+struct Detection {
+    /// `None` if no read showed the backend down during the run.
+    after: Option<Duration>,
+    reads: usize,
+    /// Reads that got no state back: no answer within 2 s, or none that
+    /// parsed.
+    unanswered: usize,
 }
 
 fn main() {
@@ -124,22 +133,30 @@ fn failover(kind: Kind) -> Failover {
     backends[0].kill9();
     let killed = Instant::now();
     let detected = (kind != Kind::Nginx).then(|| {
+        let mut seen = Detection {
+            after: None,
+            reads: 0,
+            unanswered: 0,
+        };
         // Until the run ends, with a second to spare.
         let until = started + Duration::from_secs(RUN_SECS.into()) - Duration::from_secs(1);
-        while Instant::now() < until {
-            if watch::is_up(kind, &balancer, victim) == Some(false) {
-                return Some(killed.elapsed());
+        while Instant::now() < until && seen.after.is_none() {
+            seen.reads += 1;
+            match watch::is_up(kind, &balancer, victim) {
+                Some(false) => seen.after = Some(killed.elapsed()),
+                Some(true) => std::thread::sleep(POLL),
+                None => seen.unanswered += 1,
             }
-            std::thread::sleep(POLL);
         }
-        None
+        seen
     });
     let wrk = wrk::finish(load);
     eprintln!(
-        "{} failover: {} failed of {}, down after {detected:?}",
+        "{} failover: {} failed of {}, {}",
         balancer.name,
         wrk.failed(),
-        wrk.requests
+        wrk.requests,
+        detection_text(&detected)
     );
     Failover {
         name: balancer.name.clone(),
@@ -159,6 +176,26 @@ fn load_average() -> String {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The failover table's last cell.
+fn detection_text(detected: &Option<Detection>) -> String {
+    let Some(seen) = detected else {
+        return "not exposed".to_owned();
+    };
+    let mut text = match seen.after {
+        Some(after) => ms(after),
+        None => "not during the run".to_owned(),
+    };
+    if seen.unanswered > 0 {
+        write!(
+            text,
+            " ({} of {} reads got no answer)",
+            seen.unanswered, seen.reads
+        )
+        .unwrap();
+    }
+    text
 }
 
 fn write_tables(loads: &[Load], failovers: &[Failover], load_average: &str) {
@@ -219,11 +256,7 @@ fn write_tables(loads: &[Load], failovers: &[Failover], load_average: &str) {
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
     for f in failovers {
-        let detected = match f.detected {
-            None => "not exposed".to_owned(),
-            Some(None) => "not during the run".to_owned(),
-            Some(Some(d)) => ms(d),
-        };
+        let detected = detection_text(&f.detected);
         writeln!(
             fail,
             "| {} | {} | {:.0} | {} | {} | {} | {detected} |",
