@@ -12,7 +12,7 @@
 //! [`may_retry`](crate::retry::may_retry) says so, up to `--retries` times; otherwise the client
 //! gets `502` (`504` after a timeout).
 
-use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
@@ -23,6 +23,7 @@ use may_patterns::http::{
     write_head, Framing, Limits, RequestHead,
 };
 
+use crate::buffers::{Buffered, Buffers, Gathered};
 use crate::handler::{Settings, Stats};
 use crate::retry::{idempotent, may_retry, Failure};
 use crate::rewrite::{client_framing, Outgoing, VIA};
@@ -41,12 +42,6 @@ pub const LIMITS: Limits = Limits {
 /// is 1 MiB by default; uploads through a balancer are often larger).
 /// The body is streamed, so this bounds a backend's work, not our memory.
 pub const REQUEST_BODY_CAP: u64 = 64 * 1024 * 1024;
-
-/// The read buffer of a backend connection: a response head fits.
-const UPSTREAM_BUFFER: usize = 8 * 1024;
-
-/// Bytes of a request or response gathered before one write to a socket.
-const WRITE_BUFFER: usize = 8 * 1024;
 
 /// How forwarding one request ended.
 #[derive(Debug)]
@@ -74,14 +69,14 @@ enum Attempt {
 }
 
 /// Forward `request`, whose body (if any) is next in `client`; its answer
-/// is written to `client`. An `Err` means the client connection broke:
-/// close it.
+/// is written to `client`, through the connection's `bufs`. An `Err`
+/// means the client connection broke: close it.
 pub fn forward<C: Read + Write>(
     client: &mut BufReader<C>,
     request: &Outgoing,
     settings: &Settings,
     stats: &Stats,
-    buf: &mut [u8],
+    bufs: &mut Buffers,
 ) -> io::Result<Forwarded> {
     let pool = &settings.pool;
     let idempotent = idempotent(&request.head.method);
@@ -96,7 +91,7 @@ pub fn forward<C: Read + Write>(
         }
         let addr = lease.addr();
         tried.push(addr);
-        match send(addr, request, client, settings, buf) {
+        match send(addr, request, client, settings, bufs) {
             Ok(keep) => {
                 lease.done(Outcome::Ok);
                 return Ok(Forwarded::Relayed { keep });
@@ -149,7 +144,7 @@ fn send<C: Read + Write>(
     request: &Outgoing,
     client: &mut BufReader<C>,
     settings: &Settings,
-    buf: &mut [u8],
+    bufs: &mut Buffers,
 ) -> Result<bool, Attempt> {
     // Only a request that may be sent twice goes on a kept connection: if
     // the backend closed it as we sent, the request goes again on a new one.
@@ -166,8 +161,13 @@ fn send<C: Read + Write>(
             None => connect(addr, settings).map_err(Attempt::Failed)?,
         };
         let in_use = settings.upstreams.use_stream(stream);
-        let mut upstream = BufReader::with_capacity(UPSTREAM_BUFFER, in_use);
-        let sent = write_request(&mut upstream, request, client, buf);
+        let Buffers {
+            copy,
+            upstream,
+            out,
+        } = bufs;
+        let mut upstream = Buffered::new(in_use, upstream);
+        let sent = write_request(&mut upstream, request, client, copy, out);
         // A backend may answer before it has read the whole body (a 413, a
         // 401) and close: our writes then fail, but its answer is there.
         let cut_short = request.has_body() && matches!(sent, Err(Attempt::Failed(_)));
@@ -178,7 +178,8 @@ fn send<C: Read + Write>(
         match answered {
             Ok(()) => {
                 let head = request.head;
-                return relay(addr, upstream, head, client, settings, buf, cut_short);
+                let to_client = Gathered::new(client.get_mut(), out);
+                return relay(addr, upstream, head, to_client, settings, copy, cut_short);
             }
             Err(Attempt::Failed(Failure::Reset)) if reused => reuse = false,
             Err(e) => return Err(e),
@@ -205,10 +206,11 @@ fn connect(addr: SocketAddr, settings: &Settings) -> Result<TcpStream, Failure> 
 /// Write the head, then the client's body (answering `Expect:
 /// 100-continue` first, now that a backend is connected).
 fn write_request<C: Read + Write>(
-    upstream: &mut BufReader<InUse>,
+    upstream: &mut Buffered<InUse>,
     request: &Outgoing,
     client: &mut BufReader<C>,
     buf: &mut [u8],
+    out: &mut Vec<u8>,
 ) -> Result<(), Attempt> {
     let backend_broke = |_| Attempt::Failed(Failure::Reset);
     if !request.has_body() {
@@ -220,7 +222,7 @@ fn write_request<C: Read + Write>(
     if request.head.expects_continue() {
         write_continue(client.get_mut()).map_err(Attempt::Aborted)?;
     }
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, Watched::new(upstream.get_mut()));
+    let mut out = Gathered::new(Watched::new(upstream.get_mut()), out);
     out.write_all(&request.bytes).map_err(backend_broke)?;
     let copied = copy_body(
         client,
@@ -271,7 +273,7 @@ impl<W: Write> Write for Watched<W> {
 
 /// Wait for the answer's first byte: before it, a failure is the
 /// backend's and the request may go elsewhere.
-fn first_byte(upstream: &mut BufReader<InUse>) -> Result<(), Attempt> {
+fn first_byte(upstream: &mut Buffered<InUse>) -> Result<(), Attempt> {
     match upstream.fill_buf() {
         Ok([]) => Err(Attempt::Failed(Failure::Reset)),
         Ok(_) => Ok(()),
@@ -286,11 +288,11 @@ fn first_byte(upstream: &mut BufReader<InUse>) -> Result<(), Attempt> {
 /// connection for the next request if it can carry one. `cut_short`: the
 /// request's body was not all sent (nor all read from the client), so
 /// neither connection can carry another request.
-fn relay<C: Read + Write>(
+fn relay<C: Write>(
     addr: SocketAddr,
-    mut upstream: BufReader<InUse>,
+    mut upstream: Buffered<InUse>,
     head: &RequestHead,
-    client: &mut BufReader<C>,
+    mut out: Gathered<C>,
     settings: &Settings,
     buf: &mut [u8],
     cut_short: bool,
@@ -313,7 +315,6 @@ fn relay<C: Read + Write>(
         headers.push(("Connection".to_owned(), "keep-alive".to_owned()));
     }
     let start = format!("HTTP/1.1 {} {}", answer.status, answer.reason);
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, client.get_mut());
     let relayed = write_head(&mut out, &start, &headers)
         .and_then(|()| copy_body(&mut upstream, from, &mut out, to, u64::MAX, &LIMITS, buf))
         .and_then(|_| out.flush());

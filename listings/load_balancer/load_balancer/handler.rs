@@ -20,15 +20,13 @@ use may_patterns::http::{
 use may_patterns::server::Conn;
 
 use crate::admin;
+use crate::buffers::Buffers;
 use crate::forward::{self, Forwarded, LIMITS, REQUEST_BODY_CAP};
 use crate::rewrite::{self, Outgoing};
 use crate::upstream::Upstreams;
 
 /// A client connection's read buffer: most request heads fit.
 const CLIENT_BUFFER: usize = 8 * 1024;
-
-/// The buffer bodies are copied through, one per client connection.
-const COPY_BUFFER: usize = 16 * 1024;
 
 /// What every connection reads.
 pub struct Settings {
@@ -103,7 +101,7 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
             deadline: None,
         },
     );
-    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut bufs = Buffers::new();
     // The socket's read timeout, changed only when it must: each change is
     // a `setsockopt`.
     let mut timeout = ReadTimeout::default();
@@ -132,7 +130,7 @@ fn serve_inner(conn: Conn, settings: &Settings, stats: &Stats) -> io::Result<()>
         client.get_mut().deadline = None;
         timeout.set(&client, settings.idle_timeout)?;
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        let keep = handle(&mut client, &head, peer, local, settings, stats, &mut buf)?;
+        let keep = handle(&mut client, &head, peer, local, settings, stats, &mut bufs)?;
         if !keep || client.get_ref().conn.stopping().is_triggered() {
             return Ok(());
         }
@@ -172,7 +170,7 @@ fn handle(
     local: SocketAddr,
     settings: &Settings,
     stats: &Stats,
-    buf: &mut [u8],
+    bufs: &mut Buffers,
 ) -> io::Result<bool> {
     let framing = head.framing()?;
     // A refusal leaves an unread body in the stream: then close.
@@ -216,7 +214,7 @@ fn handle(
         return Ok(keep);
     }
     let request = Outgoing::new(head, &target, peer, local)?;
-    match forward::forward(client, &request, settings, stats, buf)? {
+    match forward::forward(client, &request, settings, stats, bufs)? {
         Forwarded::Relayed { keep } => Ok(keep),
         Forwarded::Failed {
             status,

@@ -26,10 +26,11 @@
 //!
 //! **Performance.** Measured beside HAProxy and nginx by the chapter's
 //! bench (`cargo bench --bench load_balancer`). Memory is bounded per
-//! connection: a client connection holds a read buffer and a copy buffer
-//! of fixed sizes on the heap (`handler.rs`), a request in flight one more
-//! buffer for its backend connection (`forward.rs`), and each backend keeps
-//! at most `upstream::IDLE_PER_BACKEND` idle connections.
+//! connection: a client connection holds a read buffer (`handler.rs`) and
+//! the buffers of [`buffers`] (a body's copy, a backend's answer, a write
+//! gathered), all of fixed sizes on the heap and made once for all its
+//! requests, and each backend keeps at most `upstream::IDLE_PER_BACKEND`
+//! idle connections.
 //!
 //! **Shutdown.** Ctrl-C stops accepting and shuts every client socket and
 //! every backend connection in use (a request waiting for an answer ends
@@ -40,6 +41,7 @@
 //! `rewrite::Outgoing::new`.
 
 mod admin;
+mod buffers;
 mod cli;
 mod forward;
 mod handler;
