@@ -157,6 +157,14 @@ impl Pool {
     /// A usable backend for one request, or `None` if every backend is down
     /// or draining. The lease counts the request as in flight until dropped.
     pub fn pick(&self) -> Option<Lease> {
+        self.pick_except(&[])
+    }
+
+    /// [`pick`](Self::pick) among the usable backends not in `tried`: a
+    /// retry's pick, which never lands on a backend the request already
+    /// failed on (so no pick is given back unused, and `picks` counts only
+    /// requests sent). `None` if no other backend is usable.
+    pub fn pick_except(&self, tried: &[SocketAddr]) -> Option<Lease> {
         let now = self.shared.clock.now();
         let mut state = self.shared.pick.lock().unwrap();
         let usable: Vec<Candidate> = self
@@ -165,6 +173,9 @@ impl Pool {
             .iter()
             .enumerate()
             .filter_map(|(index, b)| {
+                if tried.contains(&b.config.addr) {
+                    return None;
+                }
                 let status = *b.status.lock().unwrap();
                 if !status.health.is_up() || status.draining {
                     return None;

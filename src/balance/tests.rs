@@ -262,3 +262,29 @@ fn stats_json_parses_and_escapes_names() {
     assert_eq!(json[1]["state"], "draining");
     assert_eq!(json[1]["picks"], 0);
 }
+
+#[test]
+fn a_retry_pick_skips_the_tried_backends_and_counts_only_its_own_pick() {
+    for algorithm in [
+        Algorithm::RoundRobin,
+        Algorithm::Weighted,
+        Algorithm::LeastConnections,
+        Algorithm::PowerOfTwo,
+    ] {
+        let (pool, _clock) = pool(algorithm, &[1, 1, 1], Duration::ZERO);
+        let first = pool.pick().unwrap().addr();
+        let mut tried = vec![first];
+        for _ in 0..2 {
+            let next = pool.pick_except(&tried).unwrap().addr();
+            assert!(!tried.contains(&next), "{algorithm:?} picked {next} again");
+            tried.push(next);
+        }
+        assert!(pool.pick_except(&tried).is_none(), "{algorithm:?}");
+        let picks: Vec<u64> = pool.stats().iter().map(|b| b.picks).collect();
+        assert_eq!(
+            picks,
+            [1, 1, 1],
+            "{algorithm:?}: one pick each, none wasted"
+        );
+    }
+}

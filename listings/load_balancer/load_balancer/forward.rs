@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use may::net::TcpStream;
-use may_patterns::balance::{Lease, Outcome, Pool};
+use may_patterns::balance::Outcome;
 use may_patterns::http::{
     append_via, copy_body, read_response_head, remove_hop_by_hop, response_framing, write_continue,
     write_head, Framing, Limits, RequestHead,
@@ -83,7 +83,7 @@ pub fn forward<C: Read + Write>(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last: Option<Failure> = None;
     for attempt in 0..=settings.retries {
-        let Some(lease) = pick_untried(pool, &tried) else {
+        let Some(lease) = pool.pick_except(&tried) else {
             break;
         };
         if attempt > 0 {
@@ -121,20 +121,6 @@ pub fn forward<C: Read + Write>(
             }
         }
     })
-}
-
-/// A lease on a backend this request has not tried yet. The pool has no
-/// "all but these" pick, so this picks again (at most once per backend)
-/// until the algorithm lands elsewhere; a pick given back unused is no
-/// request in flight, but it does count in that backend's `picks`.
-fn pick_untried(pool: &Pool, tried: &[SocketAddr]) -> Option<Lease> {
-    for _ in 0..pool.addrs().len() {
-        let lease = pool.pick()?;
-        if !tried.contains(&lease.addr()) {
-            return Some(lease);
-        }
-    }
-    None
 }
 
 /// One attempt on `addr`: the request out, the answer back. `Ok(keep)`:
