@@ -78,6 +78,10 @@ pub struct Args {
     /// The path that answers the backends' stats as JSON.
     #[arg(long, default_value = "/_lb/stats", value_parser = admin_path)]
     pub stats_path: String,
+    /// may's worker threads, which run every coroutine (default: one per
+    /// core, as nginx's `worker_processes auto`).
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub workers: Option<usize>,
     /// Print the start and stop lines as JSON objects.
     #[arg(long)]
     pub json: bool,
@@ -333,6 +337,7 @@ mod tests {
         assert_eq!((args.rise, args.fall, args.retries), (2, 3, 1));
         assert_eq!(args.check_interval, Duration::from_secs(2));
         assert_eq!(args.stats_path, "/_lb/stats");
+        assert_eq!(args.workers, None, "one per core");
         let args = Args::try_parse_from([
             "load_balancer",
             "--backend",
@@ -343,11 +348,14 @@ mod tests {
             "least-conn",
             "--check-interval",
             "200ms",
+            "--workers",
+            "1",
         ])
         .unwrap();
         assert_eq!(args.backends.len(), 2);
         assert_eq!(args.algorithm.algorithm(), Algorithm::LeastConnections);
         assert_eq!(args.check_interval, Duration::from_millis(200));
+        assert_eq!(args.workers, Some(1));
         let p2c = ["load_balancer", "--backend", "h:1", "--algorithm", "p2c"];
         assert_eq!(
             Args::try_parse_from(p2c).unwrap().algorithm.algorithm(),
@@ -357,8 +365,9 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused() {
-        let bad: [&[&str]; 5] = [
+        let bad: [&[&str]; 6] = [
             &[],
+            &["--backend", "h:1", "--workers", "0"],
             &["--backend", "h:1", "--check-path", "health"],
             &["--backend", "h:1", "--stats-path", "/s?x=1"],
             &["--backend", "h:1", "--connect-timeout", "10ms"],
