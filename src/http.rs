@@ -99,10 +99,15 @@ fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, why.into())
 }
 
+/// The head buffer's first capacity: most heads fit in it.
+const HEAD_START: usize = 1024;
+
 /// Read a head: lines up to and including the first empty one. `Ok(None)`
 /// if the peer closed the connection before sending a byte.
 fn read_head(reader: &mut impl BufRead, limits: &Limits) -> io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::new();
+    // Room for a typical head at once, instead of growing by doubling from
+    // a few bytes (six reallocations for a head of a few hundred bytes).
+    let mut head = Vec::with_capacity(limits.head_bytes.min(HEAD_START));
     loop {
         let room = limits.head_bytes.saturating_sub(head.len()) as u64;
         let before = head.len();

@@ -34,9 +34,11 @@ pub fn remove_hop_by_hop(headers: &mut Vec<(String, String)>) {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
+    // Compared in place: a lower-cased copy of each name would cost an
+    // allocation per header of every message forwarded.
     headers.retain(|(n, _)| {
-        let n = n.to_ascii_lowercase();
-        !HOP_BY_HOP.contains(&n.as_str()) && !named.contains(&n)
+        let is = |hop: &str| n.eq_ignore_ascii_case(hop);
+        !HOP_BY_HOP.iter().copied().any(is) && !named.iter().map(String::as_str).any(is)
     });
 }
 // ANCHOR_END: remove_hop_by_hop
