@@ -58,7 +58,6 @@ use clap::Parser;
 use may::net::TcpListener;
 use may_patterns::balance::{self, to_json, CheckConfig, HealthRule, Pool, PoolConfig};
 use may_patterns::clock::MonotonicClock;
-use may_patterns::runtime::{self, configure_once};
 use may_patterns::server::{self, Report, Slots};
 use may_patterns::shutdown::Shutdown;
 
@@ -69,12 +68,12 @@ use upstream::Upstreams;
 fn main() -> ExitCode {
     let args = Args::parse();
     // Before anything starts may's scheduler (the listener's bind does).
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    configure_once(runtime::Settings {
-        workers: args.workers.unwrap_or(cores),
-        // may's own default; connection coroutines get `server::Config`'s.
-        stack_words: 0x1000,
-    });
+    // Not through `runtime::configure_once`, which unpins the workers (for
+    // parallel test binaries): the workers stay pinned to cores, may's
+    // default, as they were before this flag.
+    if let Some(workers) = args.workers {
+        may::config().set_workers(workers);
+    }
     let backends = match cli::resolve(&args.backends) {
         Ok(backends) => backends,
         Err(e) => {
