@@ -40,7 +40,7 @@ use retry::Failure;
 const IDLE: Duration = Duration::from_secs(5);
 
 /// One order in the shared table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct Order {
     id: usize,
     item: String,
@@ -52,7 +52,6 @@ struct Order {
 type Table = Arc<StdMutex<Vec<Order>>>;
 
 /// What a backend is told to do, and what it saw.
-#[derive(Default)]
 struct Script {
     /// Die after the first request's work, before its answer.
     crash_first: AtomicBool,
