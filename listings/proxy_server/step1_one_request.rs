@@ -14,61 +14,26 @@
 
 #[path = "steps_common.rs"]
 mod steps_common;
+#[path = "steps_ip_only.rs"]
+mod steps_ip_only;
+#[path = "steps_request.rs"]
+mod steps_request;
 
-use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::SocketAddr;
 
 use may::net::TcpStream;
 use may_patterns::http::{
-    append_via, read_request_head, read_response_head, remove_hop_by_hop, response_framing,
-    set_framing, write_error, write_head, BodyReader, Framing, Limits, RequestHead,
+    append_via, read_response_head, remove_hop_by_hop, response_framing, set_framing, write_error,
+    write_head, BodyReader, Framing, Limits, RequestHead,
 };
 use may_patterns::server::Conn;
 use steps_common::{show, start_origin, Client, Service};
+use steps_ip_only::ip_target;
+use steps_request::{next_head, Target, CONNECT_TIMEOUT, IDLE};
 
 /// This hop's name in `Via`.
 const VIA: &str = "step1";
-/// How long the proxy waits for a byte from either side, and for a connect.
-const IDLE: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-// ANCHOR: target
-/// Where an absolute-form target points: `http://host[:port]/path?query`.
-#[derive(Debug, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
-    /// The origin form: path and query, `/` at least.
-    path: String,
-}
-
-impl Target {
-    /// Only `http://` URLs: an `https://` one comes as `CONNECT` (step 4).
-    fn parse(target: &str) -> Option<Target> {
-        let url = url::Url::parse(target)
-            .ok()
-            .filter(|u| u.scheme() == "http")?;
-        let mut path = url.path().to_owned();
-        if let Some(query) = url.query() {
-            path = format!("{path}?{query}");
-        }
-        Some(Target {
-            host: url.host_str()?.to_owned(),
-            port: url.port_or_known_default()?,
-            path,
-        })
-    }
-
-    /// The `Host` header: the port only when it is not 80.
-    fn authority(&self) -> String {
-        match self.port {
-            80 => self.host.clone(),
-            port => format!("{}:{port}", self.host),
-        }
-    }
-}
-// ANCHOR_END: target
 
 /// A request the proxy answers itself: status, reason, a sentence.
 struct Refusal(u16, &'static str, String);
@@ -79,20 +44,8 @@ fn handle(conn: Conn) -> io::Result<()> {
     conn.set_idle_timeout(Some(IDLE))?;
     let (client_in, client_out) = conn.split()?;
     let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
-    let head = match read_request_head(&mut client_in, &Limits::default()) {
-        Ok(Some(head)) => head,
-        Ok(None) => return Ok(()), // closed without a request
-        Err(e) if e.kind() == ErrorKind::InvalidData => {
-            return write_error(
-                &mut client_out,
-                400,
-                "Bad Request",
-                &[],
-                &e.to_string(),
-                true,
-            )
-        }
-        Err(e) => return Err(e),
+    let Some(head) = next_head(&mut client_in, &mut client_out)? else {
+        return Ok(()); // closed without a request, or answered 400
     };
     match forward(head, &mut client_out) {
         Ok(()) => Ok(()),
@@ -108,25 +61,16 @@ fn forward(head: RequestHead, client: &mut impl Write) -> Result<(), Refusal> {
         let why = "this step forwards GET without a body only".to_owned();
         return Err(Refusal(501, "Not Implemented", why));
     }
-    let target = Target::parse(&head.target)
-        .ok_or_else(|| Refusal(400, "Bad Request", "not an http:// URL".to_owned()))?;
-    let origin = connect(&target)?;
+    let (target, addr) = ip_target(&head.target).map_err(|(s, r, why)| Refusal(s, r, why))?;
     let bad_gateway = |e: io::Error| Refusal(502, "Bad Gateway", e.to_string());
+    let origin = connect(addr).map_err(bad_gateway)?;
     send_request(head, &target, &origin).map_err(bad_gateway)?;
     relay_response(origin, client).map_err(bad_gateway)
 }
 
-/// Connect to an IP-literal host (`127.0.0.1`, `[::1]`).
-fn connect(target: &Target) -> Result<TcpStream, Refusal> {
-    let ip: IpAddr = target.host.trim_matches(['[', ']']).parse().map_err(|_| {
-        let why = format!("{}: this step connects to IP addresses only", target.host);
-        Refusal(502, "Bad Gateway", why)
-    })?;
-    let origin = TcpStream::connect_timeout(&SocketAddr::new(ip, target.port), CONNECT_TIMEOUT)
-        .map_err(|e| Refusal(502, "Bad Gateway", e.to_string()))?;
-    origin
-        .set_read_timeout(Some(IDLE))
-        .map_err(|e| Refusal(502, "Bad Gateway", e.to_string()))?;
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let origin = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    origin.set_read_timeout(Some(IDLE))?;
     Ok(origin)
 }
 // ANCHOR_END: handle

@@ -12,64 +12,30 @@
 
 #[path = "steps_common.rs"]
 mod steps_common;
+#[path = "steps_ip_only.rs"]
+mod steps_ip_only;
+#[path = "steps_pool.rs"]
+mod steps_pool;
+#[path = "steps_request.rs"]
+mod steps_request;
 
-use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use may::net::TcpStream;
 use may_patterns::http::{
-    append_via, read_request_head, read_response_head, remove_hop_by_hop, response_framing,
-    set_framing, write_error, write_head, BodyReader, Framing, Limits, RequestHead, ResponseHead,
+    append_via, read_response_head, remove_hop_by_hop, response_framing, set_framing, write_error,
+    write_head, BodyReader, Framing, Limits, RequestHead, ResponseHead,
 };
 use may_patterns::server::Conn;
 use steps_common::{show, start_origin, Client, Service};
+use steps_ip_only::ip_target;
+use steps_pool::{Pool, Upstream};
+use steps_request::{next_head, Target, IDLE};
 
 /// This hop's name in `Via`.
 const VIA: &str = "step2";
-/// How long the proxy waits for a byte from either side, and for a connect.
-const IDLE: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-// ANCHOR: target
-/// Where an absolute-form target points: `http://host[:port]/path?query`.
-#[derive(Debug, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
-    /// The origin form: path and query, `/` at least.
-    path: String,
-}
-
-impl Target {
-    /// Only `http://` URLs: an `https://` one comes as `CONNECT` (step 4).
-    fn parse(target: &str) -> Option<Target> {
-        let url = url::Url::parse(target)
-            .ok()
-            .filter(|u| u.scheme() == "http")?;
-        let mut path = url.path().to_owned();
-        if let Some(query) = url.query() {
-            path = format!("{path}?{query}");
-        }
-        Some(Target {
-            host: url.host_str()?.to_owned(),
-            port: url.port_or_known_default()?,
-            path,
-        })
-    }
-
-    /// The `Host` header: the port only when it is not 80.
-    fn authority(&self) -> String {
-        match self.port {
-            80 => self.host.clone(),
-            port => format!("{}:{port}", self.host),
-        }
-    }
-}
-// ANCHOR_END: target
 
 /// A request the proxy answers itself: status, reason, a sentence.
 struct Refusal(u16, &'static str, String);
@@ -78,69 +44,6 @@ fn bad_gateway(e: io::Error) -> Refusal {
     Refusal(502, "Bad Gateway", e.to_string())
 }
 
-// ANCHOR: pool
-/// An open connection to an origin, with its buffers.
-struct Upstream {
-    addr: SocketAddr,
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
-}
-
-/// How many idle connections the pool keeps per destination, and in all.
-const IDLE_PER_DESTINATION: usize = 4;
-const IDLE_TOTAL: usize = 256;
-/// How long an idle connection is kept: less than the shortest time common
-/// servers keep one (Apache's and Node.js's default is 5 s, nginx's 75 s),
-/// so the pool rarely hands out one the origin has already closed. That
-/// matters most for a request with a body, which is not sent twice.
-const POOL_IDLE: Duration = Duration::from_secs(4);
-
-/// Idle origin connections by destination, shared by every client
-/// connection. A std `Mutex`, held for a push or a pop, never across a park.
-#[derive(Default)]
-struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<(Instant, Upstream)>>>,
-    /// Connections opened to origins, for the demo's counts.
-    opened: AtomicU64,
-}
-
-impl Pool {
-    /// The most recently used idle connection to `addr`, if one is fresh.
-    fn take(&self, addr: SocketAddr) -> Option<Upstream> {
-        let mut idle = self.idle.lock().unwrap();
-        let list = idle.get_mut(&addr)?;
-        list.retain(|(since, _)| since.elapsed() < POOL_IDLE);
-        let upstream = list.pop().map(|(_, upstream)| upstream);
-        if list.is_empty() {
-            idle.remove(&addr);
-        }
-        upstream
-    }
-
-    /// Keep `upstream` for the next request, unless the pool is full:
-    /// then it is dropped, which closes it.
-    fn put(&self, upstream: Upstream) {
-        let mut idle = self.idle.lock().unwrap();
-        let total: usize = idle.values().map(Vec::len).sum();
-        let list = idle.entry(upstream.addr).or_default();
-        if total < IDLE_TOTAL && list.len() < IDLE_PER_DESTINATION {
-            list.push((Instant::now(), upstream));
-        }
-    }
-
-    fn connect(&self, addr: SocketAddr) -> io::Result<Upstream> {
-        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-        stream.set_read_timeout(Some(IDLE))?;
-        self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(Upstream {
-            addr,
-            writer: BufWriter::new(stream.try_clone()?),
-            reader: BufReader::new(stream),
-        })
-    }
-}
-// ANCHOR_END: pool
-
 // ANCHOR: handle
 /// One client connection: requests until the client closes, asks to
 /// close, or stays idle for `IDLE`, or a request fails.
@@ -148,25 +51,17 @@ fn handle(conn: Conn, pool: &Pool) -> io::Result<()> {
     conn.set_idle_timeout(Some(IDLE))?;
     let (client_in, client_out) = conn.split()?;
     let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
-    loop {
-        let head = match read_request_head(&mut client_in, &Limits::default()) {
-            Ok(Some(head)) => head,
-            Ok(None) => return Ok(()), // closed between requests
-            Err(e) if e.kind() == ErrorKind::InvalidData => {
-                let why = e.to_string();
-                return write_error(&mut client_out, 400, "Bad Request", &[], &why, true);
-            }
-            Err(e) => return Err(e),
-        };
+    while let Some(head) = next_head(&mut client_in, &mut client_out)? {
         let keep_alive = head.keep_alive();
         if let Err(Refusal(status, reason, why)) = forward(head, keep_alive, &mut client_out, pool)
         {
             return write_error(&mut client_out, status, reason, &[], &why, true);
         }
         if !keep_alive {
-            return Ok(());
+            break;
         }
     }
+    Ok(())
 }
 // ANCHOR_END: handle
 
@@ -182,14 +77,9 @@ fn forward(
         let why = "this step forwards GET without a body only".to_owned();
         return Err(Refusal(501, "Not Implemented", why));
     }
-    let target = Target::parse(&head.target)
-        .ok_or_else(|| Refusal(400, "Bad Request", "not an http:// URL".to_owned()))?;
-    let ip: IpAddr = target.host.trim_matches(['[', ']']).parse().map_err(|_| {
-        let why = format!("{}: this step connects to IP addresses only", target.host);
-        Refusal(502, "Bad Gateway", why)
-    })?;
+    let (target, addr) = ip_target(&head.target).map_err(|(s, r, why)| Refusal(s, r, why))?;
     let request = origin_request(head, &target);
-    let (mut upstream, response) = exchange(pool, SocketAddr::new(ip, target.port), &request)?;
+    let (mut upstream, response) = exchange(pool, addr, &request)?;
     let reusable =
         relay_response(&mut upstream, response, keep_alive, client).map_err(bad_gateway)?;
     if reusable {
@@ -215,7 +105,7 @@ fn exchange(
             Err(e) => return Err(bad_gateway(e)),
         }
     }
-    let mut upstream = pool.connect(addr).map_err(bad_gateway)?;
+    let mut upstream = pool.connect(&[addr]).map_err(bad_gateway)?;
     let head = send(&mut upstream, request).map_err(bad_gateway)?;
     Ok((upstream, head))
 }
@@ -352,6 +242,7 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use may_patterns::http::read_request_head;
     use may_patterns::runtime::configure_for_tests;
 
     fn get(origin: SocketAddr, path: &str, extra: &str) -> String {
@@ -425,12 +316,12 @@ mod tests {
         configure_for_tests();
         let origin = start_origin().unwrap();
         let pool = Pool::default();
-        for _ in 0..IDLE_PER_DESTINATION + 2 {
-            pool.put(pool.connect(origin.addr()).unwrap());
+        for _ in 0..steps_pool::IDLE_PER_DESTINATION + 2 {
+            pool.put(pool.connect(&[origin.addr()]).unwrap());
         }
         assert_eq!(
             pool.idle.lock().unwrap()[&origin.addr()].len(),
-            IDLE_PER_DESTINATION
+            steps_pool::IDLE_PER_DESTINATION
         );
     }
 }
