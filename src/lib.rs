@@ -26,6 +26,8 @@
 //!   before a recursive parser can overflow a coroutine's stack.
 //! - [`machine`]: the machine and date a measured table names (the pitfalls
 //!   appendix).
+//! - [`net`]: connect a may `TcpStream` without may 0.3.51's `connect`, which
+//!   races its own event loop (every program that connects).
 //! - [`pace`]: simulated per-item waits without sub-millisecond coroutine
 //!   sleeps (which may 0.3.51 gets wrong).
 //! - [`pool`]: a worker pool between `min` and `max` coroutines, with a
@@ -68,6 +70,7 @@ pub mod clock;
 pub mod http;
 pub mod json;
 pub mod machine;
+pub mod net;
 mod oneshot;
 pub mod pace;
 pub mod pool;
