@@ -14,6 +14,8 @@
 
 #[path = "steps_common.rs"]
 mod steps_common;
+#[path = "steps_ip_forward.rs"]
+mod steps_ip_forward;
 #[path = "steps_ip_only.rs"]
 mod steps_ip_only;
 #[path = "steps_pool.rs"]
@@ -34,10 +36,10 @@ use may_patterns::server::Conn;
 use steps_common::{
     pattern_checksum, send_pattern, show, start_origin, Checksum, Client, Service, BUF,
 };
-use steps_ip_only::ip_target;
+use steps_ip_forward::forward_ip;
 use steps_pool::Pool;
 use steps_request::{next_head, IDLE};
-use steps_streaming::{forward, refuse, Failure, Io, MAX_BODY};
+use steps_streaming::MAX_BODY;
 
 /// This hop's name in `Via`.
 const VIA: &str = "step3";
@@ -52,19 +54,8 @@ fn handle(conn: Conn, pool: &Pool) -> io::Result<()> {
     let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
     let mut buf = vec![0u8; BUF];
     while let Some(head) = next_head(&mut client_in, &mut client_out)? {
-        let (target, addr) = match ip_target(&head.target) {
-            Ok(found) => found,
-            Err((s, r, why)) => return refuse(&mut client_out, Failure::Refuse(s, r, why)),
-        };
-        let io = Io {
-            client_in: &mut client_in,
-            client_out: &mut client_out,
-            buf: &mut buf,
-        };
-        match forward(head, &target, &[addr], io, pool) {
-            Ok((true, ..)) => continue,
-            Ok((false, ..)) => break,
-            Err(failure) => return refuse(&mut client_out, failure),
+        if !forward_ip(head, &mut client_in, &mut client_out, &mut buf, pool)? {
+            break;
         }
     }
     Ok(())

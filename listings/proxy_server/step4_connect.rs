@@ -13,6 +13,8 @@
 
 #[path = "steps_common.rs"]
 mod steps_common;
+#[path = "steps_ip_forward.rs"]
+mod steps_ip_forward;
 #[path = "steps_ip_only.rs"]
 mod steps_ip_only;
 #[path = "steps_pool.rs"]
@@ -30,10 +32,10 @@ use std::sync::{Arc, Mutex};
 
 use may_patterns::server::{Conn, ReadHalf, WriteHalf};
 use steps_common::{show, Client, Service, BUF};
-use steps_ip_only::ip_target;
+use steps_ip_forward::forward_ip;
 use steps_pool::{connect_first, Pool};
 use steps_request::{next_head, IDLE};
-use steps_streaming::{forward, refuse, Failure, Io};
+use steps_streaming::{refuse, Failure};
 use steps_tunnel::open_tunnel;
 
 /// This hop's name in `Via`.
@@ -52,19 +54,8 @@ fn handle(conn: Conn, pool: &Pool) -> io::Result<()> {
         if head.method.eq_ignore_ascii_case("CONNECT") {
             return connect_tunnel(&head.target, client_in, client_out);
         }
-        let (target, addr) = match ip_target(&head.target) {
-            Ok(found) => found,
-            Err((s, r, why)) => return refuse(&mut client_out, Failure::Refuse(s, r, why)),
-        };
-        let io = Io {
-            client_in: &mut client_in,
-            client_out: &mut client_out,
-            buf: &mut buf,
-        };
-        match forward(head, &target, &[addr], io, pool) {
-            Ok((true, ..)) => continue,
-            Ok((false, ..)) => break,
-            Err(failure) => return refuse(&mut client_out, failure),
+        if !forward_ip(head, &mut client_in, &mut client_out, &mut buf, pool)? {
+            break;
         }
     }
     Ok(())
