@@ -3,28 +3,23 @@
 //! Too Many Requests` with a `Retry-After` that is long enough, and
 //! nothing is forwarded. The limiter keeps at most `MAX_CLIENTS`
 //! addresses: a flood of new addresses cannot grow it, and an idle
-//! address is the first to be forgotten.
+//! address is the first to be forgotten. The limits and the demo are in
+//! `exercise2_burst.rs`, which the starter shares.
 //!
 //! Run it: `cargo run --example exercise2_client_rate_limit_solution`
 
+#[path = "exercise2_burst.rs"]
+mod burst;
 #[path = "exercise_forwarder.rs"]
 mod forwarder;
 
-use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use burst::{MAX_CLIENTS, PERIOD, RATE};
 use forwarder::{Refusal, Rule};
 use may_patterns::clock::{Clock, MonotonicClock};
 use may_patterns::ratelimit::{Algorithm, Decision, Gcra, Limiter, Quota};
-
-/// Requests each client address may send per `PERIOD`, all at once if it likes.
-const RATE: u64 = 3;
-const PERIOD: Duration = Duration::from_secs(2);
-/// Client addresses remembered at most.
-const MAX_CLIENTS: usize = 10_000;
-/// Requests the demo sends at once.
-const BURST: usize = 5;
 
 // ANCHOR: client_limit
 /// At most a quota of requests per client address, for at most
@@ -79,56 +74,11 @@ fn quota() -> Quota {
     Quota::new(RATE, PERIOD, RATE).expect("a valid quota")
 }
 
-/// What one request got: status, `Retry-After` if any, body.
-type Answer = (u16, Option<String>, String);
-
-/// `BURST` requests at once, then, if the last was refused, one more
-/// after the `Retry-After` it was given.
-fn demo() -> io::Result<Vec<Answer>> {
-    let origin = forwarder::start_origin()?;
-    let origins = forwarder::Origins::all_at(&["news.example"], origin.addr);
-    let proxy = forwarder::start_proxy(ClientLimit::new(quota(), MAX_CLIENTS), origins)?;
-    let ask = || -> io::Result<Answer> {
-        let answer = forwarder::get(proxy.addr, "http://news.example/")?;
-        let retry = may_patterns::http::header(&answer.headers, "retry-after");
-        let body = String::from_utf8_lossy(&answer.body).into_owned();
-        Ok((answer.status, retry.map(str::to_owned), body))
-    };
-    let mut answers = (0..BURST).map(|_| ask()).collect::<io::Result<Vec<_>>>()?;
-    let last_wait = answers.last().and_then(|(_, retry, _)| retry.clone());
-    if let Some(seconds) = last_wait.and_then(|s| s.parse().ok()) {
-        may::coroutine::sleep(Duration::from_secs(seconds));
-        answers.push(ask()?);
-    }
-    proxy.stop()?;
-    origin.stop()?;
-    Ok(answers)
-}
-
 fn main() {
-    may_patterns::runtime::configure_once(may_patterns::runtime::Settings {
-        workers: 2,
-        stack_words: 0x1000,
-    });
-    println!(
-        "at most {RATE} requests per {PERIOD:?} per client address, \
-         {MAX_CLIENTS} addresses remembered; {BURST} requests at once:"
+    burst::main(
+        "exercise2_client_rate_limit_solution",
+        ClientLimit::new(quota(), MAX_CLIENTS),
     );
-    let answers = match demo() {
-        Ok(answers) => answers,
-        Err(e) => {
-            eprintln!("exercise2_client_rate_limit_solution: the demo failed: {e}");
-            std::process::exit(1);
-        }
-    };
-    for (i, (status, retry, body)) in answers.iter().enumerate() {
-        let retry = retry.as_ref().map(|s| format!(" (Retry-After: {s})"));
-        let label = match i < BURST {
-            true => format!("request {}", i + 1),
-            false => "after the wait".to_owned(),
-        };
-        println!("  {label}: {status} {body:?}{}", retry.unwrap_or_default());
-    }
 }
 
 #[cfg(test)]
@@ -145,7 +95,7 @@ mod tests {
     #[test]
     fn a_client_over_its_quota_gets_429_and_comes_back_after_retry_after() {
         may_patterns::runtime::configure_for_tests();
-        let answers = demo().unwrap();
+        let answers = burst::demo(ClientLimit::new(quota(), MAX_CLIENTS)).unwrap();
         let statuses: Vec<u16> = answers.iter().map(|(status, _, _)| *status).collect();
         assert_eq!(statuses, [200, 200, 200, 429, 429, 200]);
         let (_, retry, body) = &answers[3];
