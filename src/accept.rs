@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use may::coroutine::JoinHandle;
 use may::go;
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 
 use crate::shutdown::Shutdown;
 
@@ -87,7 +87,7 @@ pub fn wake_on_shutdown(listener: &TcpListener, shutdown: &Shutdown) -> io::Resu
             // An error means the loop is gone, the backlog is full (so
             // `accept` has clients to return) or no descriptor is free
             // (see the module comment): nothing more to do here.
-            let _ = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT);
+            let _ = crate::net::connect_timeout(&target, CONNECT_TIMEOUT);
         })
     };
     Ok(AcceptWaker {

@@ -374,7 +374,7 @@ mod tests {
     use std::time::Instant;
 
     fn get(addr: SocketAddr, target: &str) -> http::Response {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut stream = crate::net::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();

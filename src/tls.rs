@@ -278,7 +278,7 @@ mod tests {
     ) -> io::Result<String> {
         let builder = may::coroutine::Builder::new().stack_size(HANDSHAKE_STACK);
         go!(builder, move || -> io::Result<String> {
-            let tcp = may::net::TcpStream::connect(("127.0.0.1", port))?;
+            let tcp = crate::net::connect(("127.0.0.1", port))?;
             let mut tls = connect(&config, name, tcp)?;
             assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
             tls.write_all(b"hello")?;
@@ -334,7 +334,7 @@ mod tests {
     fn a_bad_server_name_is_refused_before_any_io() {
         configure_for_tests();
         let listener = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let tcp = may::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let tcp = crate::net::connect(listener.local_addr().unwrap()).unwrap();
         let config = client_config(RootCertStore::empty());
         let e = connect(&config, "not a name", tcp).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);

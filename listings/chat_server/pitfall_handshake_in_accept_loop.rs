@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use may::coroutine::Builder;
 use may::go;
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 use may_patterns::server::{self, Config, Conn};
 use may_patterns::shutdown::Shutdown;
 use may_patterns::{alarm, tls};
@@ -86,7 +86,7 @@ fn in_the_coroutine(listener: TcpListener, config: Arc<rustls::ServerConfig>, st
 
 /// Connect the silent client, then the others; measure the others.
 fn clients(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> io::Result<Waits> {
-    let silent = TcpStream::connect(addr)?;
+    let silent = may_patterns::net::connect(addr)?;
     let quiet = go!(move || {
         alarm::shared().sleep(SILENCE);
         drop(silent);
@@ -97,7 +97,7 @@ fn clients(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> io::Result<Wa
             let config = config.clone();
             let builder = Builder::new().stack_size(CLIENT_STACK_WORDS);
             go!(builder, move || -> io::Result<Duration> {
-                let tcp = TcpStream::connect(addr)?;
+                let tcp = may_patterns::net::connect(addr)?;
                 let mut stream = tls::connect(&config, "127.0.0.1", tcp)?;
                 stream.write_all(b"hello\n")?;
                 let mut answer = String::new();

@@ -183,7 +183,7 @@ fn stack_case(with_tls: bool) -> io::Result<()> {
     let client = go!(
         Builder::new().stack_size(0x4000),
         move || -> io::Result<()> {
-            let tcp = may::net::TcpStream::connect(addr)?;
+            let tcp = may_patterns::net::connect(addr)?;
             let mut stream: Box<dyn ReadWrite> = if with_tls {
                 Box::new(tls::connect(&client_config, "127.0.0.1", tcp)?)
             } else {

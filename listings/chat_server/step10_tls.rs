@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use may::coroutine::Builder;
 use may::go;
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 use may::sync::mpsc;
 use may_patterns::runtime::{configure_once, Settings};
 use may_patterns::server::{self, Config, Conn, Report, Slots};
@@ -187,7 +187,7 @@ impl Bot {
             .for_each(|line| first.push_str(&format!("{line}\r\n")));
         let builder = Builder::new().stack_size(CLIENT_STACK_WORDS);
         let client = move |incoming: &mpsc::Sender<io::Result<String>>| -> io::Result<()> {
-            let tcp = TcpStream::connect(addr)?;
+            let tcp = may_patterns::net::connect(addr)?;
             let mut stream: Box<dyn ReadWrite> = match &tls {
                 Some(config) => Box::new(tls::connect(config, "localhost", tcp)?),
                 None => Box::new(tcp),

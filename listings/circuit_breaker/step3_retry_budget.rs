@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use may::go;
-use may::net::TcpStream;
 use may_patterns::backend::{Backend, BackendConfig, Behaviour};
 use may_patterns::breaker::{Jitter, RetryBudget, RetryPolicy};
 use may_patterns::http::{self, Limits};
@@ -36,7 +35,7 @@ fn call(addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
         ErrorKind::TimedOut | ErrorKind::WouldBlock => Failure::TimedOut,
         _ => Failure::Io(e.to_string()),
     };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+    let mut stream = may_patterns::net::connect_timeout(&addr, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     http::write_request(&mut stream, "GET", "/search?q=lamp", "backend", &[], b"").map_err(io)?;

@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use may::net::TcpStream;
 use may_patterns::backend::{Backend, BackendConfig, Behaviour};
 use may_patterns::breaker::{Breaker, BreakerConfig, CallError, Transition, Window};
 use may_patterns::clock::ManualClock;
@@ -38,7 +37,7 @@ fn call(addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
         ErrorKind::TimedOut | ErrorKind::WouldBlock => Failure::TimedOut,
         _ => Failure::Io(e.to_string()),
     };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+    let mut stream = may_patterns::net::connect_timeout(&addr, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     http::write_request(&mut stream, "GET", "/search?q=lamp", "backend", &[], b"").map_err(io)?;

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use may::go;
-use may::net::TcpStream;
 use may_patterns::backend::{Backend, BackendConfig, Behaviour};
 use may_patterns::bounded;
 use may_patterns::breaker::{Breaker, BreakerConfig, Bulkhead, CallError, Window};
@@ -39,7 +38,7 @@ fn call(addr: SocketAddr, query: &str, timeout: Duration) -> Result<String, Fail
         ErrorKind::TimedOut | ErrorKind::WouldBlock => Failure::TimedOut,
         _ => Failure::Io(e.to_string()),
     };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+    let mut stream = may_patterns::net::connect_timeout(&addr, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let target = format!("/search?q={query}");

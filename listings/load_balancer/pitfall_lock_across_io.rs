@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::go;
-use may::net::TcpStream;
 use may::sync::Mutex;
 use may_patterns::backend::Backend;
 use may_patterns::balance::BackendConfig;
@@ -134,7 +133,7 @@ fn forward(addr: SocketAddr, request: &Request, probe: &Probe) -> io::Result<Res
 
 /// Send the request to `addr` and read its whole answer.
 fn exchange(addr: SocketAddr, request: &Request) -> io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    let mut stream = may_patterns::net::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(BACKEND_IDLE))?;
     let (method, target) = (&request.method, &request.target);
     http::write_request(&mut stream, method, target, "lb", &[], &request.body)?;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 use may_patterns::balance::{BackendConfig, Outcome, Pool, PoolConfig};
 use may_patterns::clock::MonotonicClock;
 use may_patterns::http::{self, Limits, Request, Response};
@@ -97,9 +97,10 @@ fn orders_backend(
 /// One attempt on one backend: connect, send the request, read the whole
 /// answer. The error says how far it got, in the final program's terms.
 fn attempt(addr: SocketAddr, request: &Request) -> Result<Response, Failure> {
-    let mut stream = TcpStream::connect_timeout(&addr, IDLE).map_err(|e| Failure::Connect {
-        timed_out: e.kind() == ErrorKind::TimedOut,
-    })?;
+    let mut stream =
+        may_patterns::net::connect_timeout(&addr, IDLE).map_err(|e| Failure::Connect {
+            timed_out: e.kind() == ErrorKind::TimedOut,
+        })?;
     let (method, target, body) = (&request.method, &request.target, &request.body);
     let sent = stream
         .set_read_timeout(Some(IDLE))
@@ -254,7 +255,7 @@ fn start_balancer(addrs: &[SocketAddr], forward: Forward) -> io::Result<Running>
 /// One request on a connection of its own; the whole answer. Runs on the
 /// main thread (may's sockets block the thread outside a coroutine).
 fn send(addr: SocketAddr, method: &str, body: &[u8]) -> io::Result<Response> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = may_patterns::net::connect(addr)?;
     stream.set_read_timeout(Some(IDLE))?;
     http::write_request(&mut stream, method, "/orders", "shop", &[], body)?;
     http::read_response(&mut BufReader::new(stream), &Limits::default())

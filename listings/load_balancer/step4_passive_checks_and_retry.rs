@@ -155,7 +155,7 @@ fn exchange(
     body: &mut impl BufRead,
     buf: &mut [u8],
 ) -> io::Result<(BufReader<TcpStream>, http::ResponseHead)> {
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    let stream = may_patterns::net::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(BACKEND_IDLE))?;
     let mut out = BufWriter::new(stream.try_clone()?);
     let start = format!("{} {} HTTP/1.1", head.method, head.target);

@@ -8,7 +8,7 @@ use std::io::{self, BufReader};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 use may_patterns::backend::{Backend, BackendConfig};
 use may_patterns::balance;
 use may_patterns::http::{self, Limits};
@@ -87,7 +87,7 @@ pub fn fetch(
     target: &str,
     body: &[u8],
 ) -> io::Result<http::Response> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = may_patterns::net::connect(addr)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     http::write_request(&mut stream, method, target, "lb", &[], body)?;
     http::read_response(&mut BufReader::new(stream), &Limits::default())

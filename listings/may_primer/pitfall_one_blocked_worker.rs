@@ -156,7 +156,7 @@ fn socket_pairs(n: usize, writers: &mut Vec<TcpStream>) -> Vec<TcpStream> {
     let mut per_owner = [0usize; WORKERS];
     let mut readers = Vec::new();
     while readers.len() < n {
-        let client = TcpStream::connect(addr).unwrap();
+        let client = may_patterns::net::connect(addr).unwrap();
         let (server, _) = listener.accept().unwrap();
         let owner = |s: &TcpStream| s.as_raw_fd() as usize % WORKERS;
         // The worker with fewer readers so far gets the next one.

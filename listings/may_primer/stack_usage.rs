@@ -316,7 +316,7 @@ fn tls_handshake() -> Vec<(String, Work)> {
         format!("handshake done, echoed {} bytes", message.len())
     };
     let client = move || {
-        let socket = may::net::TcpStream::connect(addr).unwrap();
+        let socket = may_patterns::net::connect(addr).unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = rustls::ClientConnection::new(client_config, name).unwrap();
         let mut stream = rustls::StreamOwned::new(tls, socket);

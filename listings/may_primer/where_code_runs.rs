@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use may::coroutine::{self, Builder};
 use may::go;
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 use may::sync::mpsc;
 
 const WORKERS: usize = 2;
@@ -320,7 +320,7 @@ fn socket_reads(trials: usize, wake: Wake) -> Vec<Woken> {
     let addr = listener.local_addr().unwrap();
     let (mut readers, mut writers) = (Vec::new(), Vec::new());
     for i in 0..trials {
-        let client = TcpStream::connect(addr).unwrap();
+        let client = may_patterns::net::connect(addr).unwrap();
         let (server, _) = listener.accept().unwrap();
         let (reader, writer) = if i % 2 == 0 {
             (client, server)

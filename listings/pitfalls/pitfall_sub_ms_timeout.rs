@@ -24,7 +24,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use may::go;
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 use may_patterns::bounded;
 use may_patterns::runtime::{configure_once, Settings};
 
@@ -146,7 +146,7 @@ fn bounded_channel_in_coroutine(timeout: Duration) -> (Ended, Duration) {
 /// completed it already) and closes it at once.
 fn socket_read_in_coroutine(timeout: Duration) -> (Ended, Duration) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut stream = may_patterns::net::connect(listener.local_addr().unwrap()).unwrap();
     stream.set_read_timeout(Some(timeout)).unwrap();
     in_coroutine(
         // Ok(0) means the peer closed: the rescue, not the timeout.

@@ -167,7 +167,7 @@ struct Upstream {
 
 impl Upstream {
     fn connect(addr: SocketAddr) -> io::Result<Upstream> {
-        let output = TcpStream::connect_timeout(&addr, IDLE)?;
+        let output = may_patterns::net::connect_timeout(&addr, IDLE)?;
         output.set_read_timeout(Some(IDLE))?;
         output.set_write_timeout(Some(IDLE))?;
         let input = BufReader::new(output.try_clone()?);
@@ -315,7 +315,7 @@ impl Running {
 
 /// Send `bytes` on a new connection and read one answer: status and body.
 fn ask(addr: SocketAddr, bytes: &str) -> io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = may_patterns::net::connect(addr)?;
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_write_timeout(Some(IDLE))?;
     stream.write_all(bytes.as_bytes())?;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpListener;
 use may_patterns::http::{
     copy_body, read_request_head, read_response, read_response_head, remove_hop_by_hop,
     response_framing, set_framing, write_head, write_response, BodyReader, Framing, Limits,
@@ -123,7 +123,7 @@ fn forward(mode: Mode, client: Conn, origin: SocketAddr) -> io::Result<()> {
         return Ok(());
     };
     let framing = head.framing()?;
-    let upstream = TcpStream::connect_timeout(&origin, IDLE)?;
+    let upstream = may_patterns::net::connect_timeout(&origin, IDLE)?;
     upstream.set_read_timeout(Some(IDLE))?;
     upstream.set_write_timeout(Some(IDLE))?;
     let mut upstream_in = BufReader::new(upstream.try_clone()?);
@@ -241,7 +241,7 @@ impl Running {
 /// heap's peak grew meanwhile.
 fn upload(proxy: SocketAddr, size: usize) -> io::Result<usize> {
     let base = start_peak();
-    let mut stream = TcpStream::connect(proxy)?;
+    let mut stream = may_patterns::net::connect(proxy)?;
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_write_timeout(Some(IDLE))?;
     let head = format!(

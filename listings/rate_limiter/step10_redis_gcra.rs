@@ -106,7 +106,8 @@ impl Connection {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, RedisError> {
         // may keeps socket timeouts in whole milliseconds, 0 meaning none.
         let timeout = for_may(timeout);
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io_error("connecting"))?;
+        let stream =
+            may_patterns::net::connect_timeout(&addr, timeout).map_err(io_error("connecting"))?;
         stream
             .set_read_timeout(Some(timeout))
             .and_then(|()| stream.set_write_timeout(Some(timeout)))

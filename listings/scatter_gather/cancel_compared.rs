@@ -79,7 +79,7 @@ fn read_until_stopped(mut stream: TcpStream, flag: Option<&AtomicBool>, held: He
 // ANCHOR: stop
 /// Run one case against `peer`, a listener whose connections never answer.
 fn measure(mechanism: Mechanism, peer: &TcpListener) -> Outcome {
-    let stream = TcpStream::connect(peer.local_addr().unwrap()).unwrap();
+    let stream = may_patterns::net::connect(peer.local_addr().unwrap()).unwrap();
     let _server_side = peer.accept().unwrap(); // held open, never written to
     let handle_for_stop = stream.try_clone().unwrap();
     match mechanism {

@@ -144,7 +144,7 @@ pub fn call(
     slot: &CancelSlot,
 ) -> Result<Vec<Offer>, String> {
     let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+        may_patterns::net::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     if !slot.register(&stream) {
         return Err("cancelled".into());
     }

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use may::go;
-use may::net::TcpStream;
 use may_patterns::backend::{Backend, BackendConfig};
 use may_patterns::bounded::{self, RecvTimeoutError};
 use may_patterns::http::{self, Limits};
@@ -35,7 +34,7 @@ struct Answer {
 /// `GET /search?q=QUERY` on one backend; every step of it bounded by `timeout`.
 fn call(addr: SocketAddr, query: &str, timeout: Duration) -> Result<Vec<Offer>, String> {
     let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+        may_patterns::net::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;

@@ -9,7 +9,6 @@ use std::io::BufReader;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use may::net::TcpStream;
 use may_patterns::backend::{Backend, BackendConfig};
 use may_patterns::http::{self, Limits};
 use may_patterns::runtime::{configure_once, Settings};
@@ -31,7 +30,7 @@ struct Answer {
 /// `GET /search?q=QUERY` on one backend; every step of it bounded by `timeout`.
 fn call(addr: SocketAddr, query: &str, timeout: Duration) -> Result<Vec<Offer>, String> {
     let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+        may_patterns::net::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;

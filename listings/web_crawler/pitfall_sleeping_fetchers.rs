@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use may::go;
-use may::net::TcpStream;
 use may_patterns::alarm::{self, Call};
 use may_patterns::backend::{Backend, BackendConfig};
 use may_patterns::{bounded, http};
@@ -48,7 +47,7 @@ pub struct Started {
 /// GET one page from a backend over a fresh loopback connection (a literal
 /// address: no name to resolve).
 fn fetch(addr: SocketAddr, page: usize) -> io::Result<u16> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = may_patterns::net::connect(addr)?;
     let target = format!("/search?q=page{page}");
     http::write_request(&mut stream, "GET", &target, "127.0.0.1", &[], &[])?;
     let response = http::read_response(&mut BufReader::new(stream), &http::Limits::default())?;

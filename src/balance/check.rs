@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use may::coroutine::{Builder, JoinHandle};
 use may::go;
-use may::net::TcpStream;
 
 use super::Pool;
 use crate::alarm;
@@ -135,7 +134,7 @@ pub fn check_once(addr: SocketAddr, config: &CheckConfig) -> bool {
 /// The status `addr` answers the check request with.
 fn probe(addr: SocketAddr, config: &CheckConfig) -> io::Result<u16> {
     let deadline = Instant::now() + config.timeout;
-    let mut stream = TcpStream::connect_timeout(&addr, config.timeout.max(MIN_SOCKET_TIMEOUT))?;
+    let mut stream = crate::net::connect_timeout(&addr, config.timeout.max(MIN_SOCKET_TIMEOUT))?;
     if Instant::now() >= deadline {
         return Err(io::Error::new(ErrorKind::TimedOut, "connect took too long"));
     }

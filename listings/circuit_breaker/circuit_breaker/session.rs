@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use may::net::TcpStream;
 use may_patterns::backend::{Backend, BackendConfig};
 use may_patterns::breaker::{Breaker, ConfigError, RetryBudget, Transition};
 use may_patterns::clock::MonotonicClock;
@@ -71,7 +70,7 @@ pub fn run(cli: &Cli) -> Result<Session, Failure> {
         Some(addr) => {
             // An outside backend that is down before the run is a mistake,
             // not an outage to watch: say so instead of a timeline of errors.
-            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            may_patterns::net::connect_timeout(&addr, Duration::from_secs(1))
                 .map_err(|e| Failure::Run(format!("cannot reach the backend at {addr}: {e}")))?;
             (None, addr)
         }

@@ -174,11 +174,12 @@ fn send<C: Read + Write>(
 }
 
 fn connect(addr: SocketAddr, settings: &Settings) -> Result<TcpStream, Failure> {
-    let stream = TcpStream::connect_timeout(&addr, settings.connect_timeout).map_err(|e| {
-        Failure::Connect {
-            timed_out: e.kind() == ErrorKind::TimedOut,
-        }
-    })?;
+    let stream =
+        may_patterns::net::connect_timeout(&addr, settings.connect_timeout).map_err(|e| {
+            Failure::Connect {
+                timed_out: e.kind() == ErrorKind::TimedOut,
+            }
+        })?;
     // A backend slower than this to answer, or to take what we send, is
     // given up on. Set once: a kept connection keeps them.
     let timeouts = stream

@@ -208,9 +208,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let pool = Upstreams::new([addr]);
-        let a = TcpStream::connect(addr).unwrap();
+        let a = may_patterns::net::connect(addr).unwrap();
         let (_a_server, _) = listener.accept().unwrap();
-        let b = TcpStream::connect(addr).unwrap();
+        let b = may_patterns::net::connect(addr).unwrap();
         let (b_server, _) = listener.accept().unwrap();
         // The backend closes `b`; wait until its FIN has arrived.
         drop(b_server);
@@ -237,12 +237,12 @@ mod tests {
         let pool = Upstreams::new([addr]);
         let mut servers = Vec::new();
         for _ in 0..IDLE_PER_BACKEND + 2 {
-            pool.put(addr, TcpStream::connect(addr).unwrap());
+            pool.put(addr, may_patterns::net::connect(addr).unwrap());
             servers.push(listener.accept().unwrap());
         }
         assert_eq!(pool.idle(addr), IDLE_PER_BACKEND);
         let other: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        pool.put(other, TcpStream::connect(addr).unwrap());
+        pool.put(other, may_patterns::net::connect(addr).unwrap());
         assert_eq!(pool.idle(other), 0);
         assert!(pool.take(other).is_none());
     }
@@ -253,9 +253,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let pool = Upstreams::new([addr]);
-        let mut before = pool.use_stream(TcpStream::connect(addr).unwrap());
+        let mut before = pool.use_stream(may_patterns::net::connect(addr).unwrap());
         let _server_side = listener.accept().unwrap();
-        let done = pool.use_stream(TcpStream::connect(addr).unwrap());
+        let done = pool.use_stream(may_patterns::net::connect(addr).unwrap());
         let _other_side = listener.accept().unwrap();
         let kept = done.into_idle(); // left the set: not shut
         pool.shut_in_use();
@@ -263,7 +263,7 @@ mod tests {
         // A read parked here would end the same way: end-of-file.
         assert_eq!(before.read(&mut byte).unwrap(), 0);
         assert!(still_open(&kept));
-        let mut after = pool.use_stream(TcpStream::connect(addr).unwrap());
+        let mut after = pool.use_stream(may_patterns::net::connect(addr).unwrap());
         assert_eq!(after.read(&mut byte).unwrap(), 0, "shut as it registers");
         assert!(pool.in_use.lock().unwrap().fds.len() == 2);
         drop((before, after));

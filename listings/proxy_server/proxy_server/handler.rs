@@ -379,7 +379,7 @@ pub fn connect_any(
     let mut failures = Vec::new();
     let mut timed_out = false;
     for addr in addrs {
-        match TcpStream::connect_timeout(addr, settings.connect_timeout) {
+        match may_patterns::net::connect_timeout(addr, settings.connect_timeout) {
             Ok(stream) => return Ok((stream, *addr)),
             Err(e) => {
                 timed_out |= e.kind() == ErrorKind::TimedOut;

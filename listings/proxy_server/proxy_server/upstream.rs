@@ -274,7 +274,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let made = (0..n)
             .map(|_| {
-                let s = TcpStream::connect(addr).unwrap();
+                let s = may_patterns::net::connect(addr).unwrap();
                 Origin::new(s, addr, Duration::from_secs(5)).unwrap()
             })
             .collect();
