@@ -63,6 +63,7 @@ fn first(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
     })
 }
 
+// ANCHOR: connect
 fn connect_with(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
     socket.set_nonblocking(true)?;
@@ -80,6 +81,7 @@ fn connect_with(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpS
     stream.set_write_timeout(None)?;
     Ok(stream)
 }
+// ANCHOR_END: connect
 
 #[cfg(test)]
 mod tests {

@@ -344,7 +344,7 @@ fn connects(deadline: Instant) {
             go!(move || {
                 while Instant::now() < deadline {
                     serve();
-                    drop(may_patterns::net::connect(addr).unwrap());
+                    drop(may::net::TcpStream::connect(addr).unwrap());
                 }
             })
         })

@@ -1,3 +1,4 @@
+// ANCHOR: checker
 //! The active health checker: HAProxy's `option httpchk GET <path>` with
 //! `check inter <interval>`, feeding [`Pool::check_result`].
 //!
@@ -125,6 +126,7 @@ fn round(pool: &Arc<Pool>, config: &Arc<CheckConfig>, shutdown: &Shutdown) {
         let _ = check.join();
     }
 }
+// ANCHOR_END: checker
 
 /// One check of `addr`: whether it answered `2xx` or `3xx` in time.
 pub fn check_once(addr: SocketAddr, config: &CheckConfig) -> bool {
