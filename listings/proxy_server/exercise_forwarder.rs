@@ -183,7 +183,7 @@ fn forward(
     buf: &mut [u8],
 ) -> io::Result<bool> {
     let limits = Limits::default();
-    let upstream = match TcpStream::connect_timeout(&origin, IDLE) {
+    let upstream = match may_patterns::net::connect_timeout(&origin, IDLE) {
         Ok(upstream) => upstream,
         Err(_) => {
             refuse(
@@ -328,7 +328,7 @@ pub fn start_origin() -> io::Result<Running> {
 
 /// `GET url` through the proxy at `proxy`, on a connection of its own.
 pub fn get(proxy: SocketAddr, url: &str) -> io::Result<Response> {
-    let mut stream = TcpStream::connect(proxy)?;
+    let mut stream = may_patterns::net::connect(proxy)?;
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_write_timeout(Some(IDLE))?;
     let request = format!("GET {url} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n");
@@ -415,7 +415,7 @@ mod forwarder_tests {
         let origin = start_origin().unwrap();
         let origins = Origins::all_at(&["a.example"], origin.addr);
         let proxy = start_proxy(Anyone, origins).unwrap();
-        let mut upload = TcpStream::connect(proxy.addr).unwrap();
+        let mut upload = may_patterns::net::connect(proxy.addr).unwrap();
         upload.set_read_timeout(Some(IDLE)).unwrap();
         let head = "POST http://a.example/up HTTP/1.1\r\nHost: a.example\r\n\
                     Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n";

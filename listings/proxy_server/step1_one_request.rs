@@ -69,7 +69,7 @@ fn forward(head: RequestHead, client: &mut impl Write) -> Result<(), Refusal> {
 }
 
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let origin = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    let origin = may_patterns::net::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     origin.set_read_timeout(Some(IDLE))?;
     Ok(origin)
 }

@@ -81,7 +81,7 @@ impl Pool {
 pub fn connect_first(addrs: &[SocketAddr]) -> io::Result<(SocketAddr, TcpStream)> {
     let mut failed = io::Error::other("no address to connect to");
     for &addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        match may_patterns::net::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(stream) => return Ok((addr, stream)),
             Err(e) => failed = e,
         }
