@@ -216,6 +216,67 @@ fn with_no_backend_up_the_answer_is_503() {
 }
 
 #[test]
+fn the_connection_past_max_connections_gets_a_503_naming_the_flag() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let backends = backends(1);
+    let balancer = Balancer::start(&addrs(&backends), &["--max-connections", "1"]);
+    all_up(&balancer, &backends);
+    // A keep-alive client that has had its answer holds the only slot. (The
+    // slot of the last stats request may not be free yet: then this one is
+    // refused, and tries again.)
+    let (held, reader) = (0..50)
+        .find_map(|_| {
+            let held = std::net::TcpStream::connect(balancer.addr).unwrap();
+            held.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            (&held)
+                .write_all(b"GET /search?q=x HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut reader = BufReader::new(held.try_clone().unwrap());
+            let mut status = String::new();
+            reader.read_line(&mut status).unwrap();
+            if !status.starts_with("HTTP/1.1 200") {
+                std::thread::sleep(Duration::from_millis(50));
+                return None;
+            }
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = n.trim().parse().unwrap();
+                }
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            Some((held, reader))
+        })
+        .expect("a slot came free within 50 tries");
+    // The next client is refused at once, before it sends anything.
+    let mut extra = std::net::TcpStream::connect(balancer.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    extra.read_to_string(&mut answer).unwrap();
+    let (status, body) = balancer::parse_response(&answer)
+        .unwrap_or_else(|| panic!("no response past the cap: {answer:?}"));
+    assert_eq!(status, 503, "{answer}");
+    assert!(body.contains("--max-connections"), "{answer}");
+    assert!(
+        answer.contains(&format!("Content-Length: {}", body.len())),
+        "{answer}"
+    );
+    drop(reader);
+    drop(held);
+    let lines = balancer.stop();
+    let summary: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert!(summary["refused_full"].as_u64() >= Some(1), "{summary}");
+}
+
+#[test]
 fn a_malformed_request_gets_400_and_reaches_no_backend() {
     let backends = backends(1);
     let balancer = Balancer::start(&addrs(&backends), &[]);

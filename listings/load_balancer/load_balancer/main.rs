@@ -58,6 +58,7 @@ use clap::Parser;
 use may::net::TcpListener;
 use may_patterns::balance::{self, to_json, CheckConfig, HealthRule, Pool, PoolConfig};
 use may_patterns::clock::MonotonicClock;
+use may_patterns::http;
 use may_patterns::server::{self, Report, Slots};
 use may_patterns::shutdown::Shutdown;
 
@@ -160,10 +161,7 @@ fn run(
 ) -> io::Result<Report> {
     let config = server::Config {
         slots: Slots::new(max_connections),
-        full_message: Some(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                .to_vec(),
-        ),
+        full_message: Some(full_message(max_connections)),
         ..server::Config::default()
     };
     let checker = balance::spawn_checker(settings.pool.clone(), check, shutdown.clone());
@@ -189,6 +187,19 @@ fn run(
 
 /// The summary printed at the end: the balancer's counts, then each
 /// backend's.
+/// What a client over `--max-connections` reads before the close: a
+/// refusal like the balancer's others, saying which limit it met.
+fn full_message(max_connections: usize) -> Vec<u8> {
+    let why = format!(
+        "the balancer is serving its limit of {max_connections} connections \
+         (--max-connections); try again shortly\n"
+    );
+    let mut message = Vec::new();
+    http::write_error(&mut message, 503, "Service Unavailable", &[], &why, true)
+        .expect("a Vec takes every write");
+    message
+}
+
 fn summary(report: &Report, stats: &Stats, pool: &Pool, json: bool) -> String {
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let fields = [

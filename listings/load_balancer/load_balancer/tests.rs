@@ -607,3 +607,19 @@ fn a_head_sent_a_byte_at_a_time_is_cut_off_at_the_header_timeout() {
     trickle.join().unwrap();
     lb.stop();
 }
+
+#[test]
+fn a_client_over_the_connection_limit_is_told_which_limit() {
+    let message = String::from_utf8(full_message(7)).unwrap();
+    let (head, body) = message.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{head}"
+    );
+    assert!(body.contains("limit of 7") && body.contains("--max-connections"));
+}
