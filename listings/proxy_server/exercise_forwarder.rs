@@ -10,20 +10,22 @@
 //! closes the client's connection, so a body the proxy did not read can
 //! never be taken for the next request.
 
+#[path = "loopback_server.rs"]
+mod loopback_server;
+
 use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use may::net::{TcpListener, TcpStream};
 use may_patterns::http::{
     self, append_via, copy_body, read_request_head, read_response, read_response_head,
     remove_hop_by_hop, response_framing, set_framing, write_continue, write_error, write_head,
     write_response, BodyReader, Framing, Limits, RequestHead, Response,
 };
-use may_patterns::server::{self, Config, Conn};
-use may_patterns::shutdown::Shutdown;
+use may_patterns::server::{self, Conn};
+
+use loopback_server::{start, Running};
 
 /// A peer that sends nothing for this long is cut off.
 const IDLE: Duration = Duration::from_secs(10);
@@ -257,56 +259,20 @@ fn forward(
     Ok(keep)
 }
 
-/// A server on an ephemeral loopback port.
-pub struct Running {
-    pub addr: SocketAddr,
-    stop: Shutdown,
-    thread: JoinHandle<io::Result<server::Report>>,
-}
-
-impl Running {
-    pub fn stop(self) -> io::Result<()> {
-        self.stop.trigger();
-        self.thread.join().expect("the server thread ends")?;
-        Ok(())
-    }
-}
-
-fn start(
-    name: &'static str,
-    handler: impl Fn(Conn) -> io::Result<()> + Send + Sync + 'static,
-) -> io::Result<Running> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let stop = Shutdown::new();
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            server::run(
-                listener,
-                &stop,
-                Config::default(),
-                move |conn| match handler(conn) {
-                    Err(e) if e.kind() != ErrorKind::UnexpectedEof => {
-                        eprintln!("{name}: a connection failed: {e}")
-                    }
-                    _ => {}
-                },
-            )
-        })
-    };
-    Ok(Running { addr, stop, thread })
-}
+/// A peer that left is no failure worth a line on stderr.
+const PEER_LEFT: &[ErrorKind] = &[ErrorKind::UnexpectedEof];
 
 /// The proxy, deciding by `rule`, reaching the names in `origins`.
 pub fn start_proxy(rule: impl Rule, origins: Origins) -> io::Result<Running> {
     let (rule, origins) = (Arc::new(rule), Arc::new(origins));
-    start("proxy", move |conn| serve(conn, &*rule, &origins))
+    start("proxy:", PEER_LEFT, move |conn| {
+        serve(conn, &*rule, &origins)
+    })
 }
 
 /// An origin that answers every request with `hello from <Host><path>`.
 pub fn start_origin() -> io::Result<Running> {
-    start("origin", |conn| {
+    start("origin:", PEER_LEFT, |conn| {
         conn.set_idle_timeout(Some(IDLE))?;
         conn.set_write_timeout(Some(IDLE))?;
         let (input, mut output) = conn.split()?;

@@ -13,21 +13,24 @@
 //!
 //! Run it: `cargo run --example pitfall_smuggling`
 
+#[path = "loopback_server.rs"]
+mod loopback_server;
+
 use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use may::net::{TcpListener, TcpStream};
+use may::net::TcpStream;
 use may::sync::Mutex;
 use may_patterns::http::{
     copy_body, read_request_head, read_response, set_framing, write_error, write_head,
     write_response, BodyReader, Framing, Limits,
 };
-use may_patterns::server::{self, Config, Conn};
-use may_patterns::shutdown::Shutdown;
+use may_patterns::server::Conn;
+
+use loopback_server::start;
 
 /// A peer that sends nothing for this long is cut off.
 const IDLE: Duration = Duration::from_secs(5);
@@ -271,47 +274,9 @@ fn checked_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Resul
 }
 // ANCHOR_END: checked_front
 
-/// A server on an ephemeral loopback port.
-struct Running {
-    addr: SocketAddr,
-    stop: Shutdown,
-    thread: JoinHandle<io::Result<server::Report>>,
-}
-
-fn start(
-    name: &'static str,
-    handler: impl Fn(Conn) -> io::Result<()> + Send + Sync + 'static,
-) -> io::Result<Running> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let stop = Shutdown::new();
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            server::run(
-                listener,
-                &stop,
-                Config::default(),
-                move |conn| match handler(conn) {
-                    // A peer that left. The naive front leaves the answer
-                    // to its last request unread, so its close is a reset.
-                    Err(e) if matches!(e.kind(), UnexpectedEof | ConnectionReset) => {}
-                    Err(e) => eprintln!("pitfall_smuggling: a {name} connection failed: {e}"),
-                    Ok(()) => {}
-                },
-            )
-        })
-    };
-    Ok(Running { addr, stop, thread })
-}
-
-impl Running {
-    fn stop(self) -> io::Result<()> {
-        self.stop.trigger();
-        self.thread.join().expect("the server thread ends")?;
-        Ok(())
-    }
-}
+/// A peer that left. The naive front leaves the answer to its last
+/// request unread, so its close is a reset.
+const PEER_LEFT: &[ErrorKind] = &[UnexpectedEof, ConnectionReset];
 
 /// Send `bytes` on a new connection and read one answer: status and body.
 fn ask(addr: SocketAddr, bytes: &str) -> io::Result<(u16, String)> {
@@ -348,15 +313,21 @@ fn run(kind: Front) -> io::Result<Seen> {
     let (back_log, front_log) = (Log::default(), Log::default());
     let back = {
         let log = back_log.clone();
-        start("back end", move |conn| back_end(conn, &log))?
+        start("pitfall_smuggling: a back-end", PEER_LEFT, move |conn| {
+            back_end(conn, &log)
+        })?
     };
     let upstream = Arc::new(Mutex::new(Upstream::connect(back.addr)?));
     let front = {
         let log = front_log.clone();
-        start("front", move |conn| match kind {
-            Front::Naive => naive_front(conn, &upstream, &log),
-            Front::Checked => checked_front(conn, &upstream, &log),
-        })?
+        start(
+            "pitfall_smuggling: a front",
+            PEER_LEFT,
+            move |conn| match kind {
+                Front::Naive => naive_front(conn, &upstream, &log),
+                Front::Checked => checked_front(conn, &upstream, &log),
+            },
+        )?
     };
     let direct_admin = ask(front.addr, SMUGGLED)?;
     let sender = ask(front.addr, &attack())?;

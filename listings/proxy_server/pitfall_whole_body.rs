@@ -13,20 +13,22 @@
 //!
 //! Run it: `cargo run --example pitfall_whole_body`
 
+#[path = "loopback_server.rs"]
+mod loopback_server;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use may::net::TcpListener;
 use may_patterns::http::{
     copy_body, read_request_head, read_response, read_response_head, remove_hop_by_hop,
     response_framing, set_framing, write_head, write_response, BodyReader, Framing, Limits,
 };
-use may_patterns::server::{self, Config, Conn};
-use may_patterns::shutdown::Shutdown;
+use may_patterns::server::Conn;
+
+use loopback_server::start;
 
 // ANCHOR: counting
 /// The system allocator, counting the bytes live now and the most ever
@@ -203,39 +205,6 @@ fn count_body(conn: Conn) -> io::Result<()> {
     write_response(&mut output, 200, "OK", "text/plain", &[], text.as_bytes())
 }
 
-/// A server on an ephemeral loopback port running `handler` per
-/// connection; a failed connection is reported on stderr.
-struct Running {
-    addr: SocketAddr,
-    stop: Shutdown,
-    thread: JoinHandle<io::Result<server::Report>>,
-}
-
-fn start(handler: impl Fn(Conn) -> io::Result<()> + Send + Sync + 'static) -> io::Result<Running> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let stop = Shutdown::new();
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            server::run(listener, &stop, Config::default(), move |conn| {
-                if let Err(e) = handler(conn) {
-                    eprintln!("pitfall_whole_body: a connection failed: {e}");
-                }
-            })
-        })
-    };
-    Ok(Running { addr, stop, thread })
-}
-
-impl Running {
-    fn stop(self) -> io::Result<()> {
-        self.stop.trigger();
-        self.thread.join().expect("the server thread ends")?;
-        Ok(())
-    }
-}
-
 /// Upload `size` bytes through the proxy at `proxy`, written from one
 /// small buffer so the client itself holds no more than that; how much the
 /// heap's peak grew meanwhile.
@@ -274,10 +243,14 @@ struct Growth {
 }
 
 fn measure() -> io::Result<Growth> {
-    let origin = start(count_body)?;
+    let origin = start("pitfall_whole_body: an origin", &[], count_body)?;
     let to = origin.addr;
-    let buffered_proxy = start(move |conn| forward(Mode::Buffered, conn, to))?;
-    let streamed_proxy = start(move |conn| forward(Mode::Streamed, conn, to))?;
+    let buffered_proxy = start("pitfall_whole_body: a proxy", &[], move |conn| {
+        forward(Mode::Buffered, conn, to)
+    })?;
+    let streamed_proxy = start("pitfall_whole_body: a proxy", &[], move |conn| {
+        forward(Mode::Streamed, conn, to)
+    })?;
     let growth = Growth {
         buffered: [
             upload(buffered_proxy.addr, SMALL)?,
