@@ -30,7 +30,7 @@ use may_patterns::http::{
 use may_patterns::server::Conn;
 use steps_common::{show, start_origin, Client, Service};
 use steps_ip_only::ip_target;
-use steps_request::{next_head, Target, CONNECT_TIMEOUT, IDLE};
+use steps_request::{client_halves, next_head, Target, CONNECT_TIMEOUT, IDLE};
 
 /// This hop's name in `Via`.
 const VIA: &str = "step1";
@@ -41,9 +41,7 @@ struct Refusal(u16, &'static str, String);
 // ANCHOR: handle
 /// One client connection: one request, forwarded; then both are closed.
 fn handle(conn: Conn) -> io::Result<()> {
-    conn.set_idle_timeout(Some(IDLE))?;
-    let (client_in, client_out) = conn.split()?;
-    let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
+    let (mut client_in, mut client_out) = client_halves(conn)?;
     let Some(head) = next_head(&mut client_in, &mut client_out)? else {
         return Ok(()); // closed without a request, or answered 400
     };

@@ -19,7 +19,7 @@ mod steps_pool;
 #[path = "steps_request.rs"]
 mod steps_request;
 
-use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use may_patterns::server::Conn;
 use steps_common::{show, start_origin, Client, Service};
 use steps_ip_only::ip_target;
 use steps_pool::{Pool, Upstream};
-use steps_request::{next_head, Target, IDLE};
+use steps_request::{client_halves, next_head, Target};
 
 /// This hop's name in `Via`.
 const VIA: &str = "step2";
@@ -48,9 +48,7 @@ fn bad_gateway(e: io::Error) -> Refusal {
 /// One client connection: requests until the client closes, asks to
 /// close, or stays idle for `IDLE`, or a request fails.
 fn handle(conn: Conn, pool: &Pool) -> io::Result<()> {
-    conn.set_idle_timeout(Some(IDLE))?;
-    let (client_in, client_out) = conn.split()?;
-    let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
+    let (mut client_in, mut client_out) = client_halves(conn)?;
     while let Some(head) = next_head(&mut client_in, &mut client_out)? {
         let keep_alive = head.keep_alive();
         if let Err(Refusal(status, reason, why)) = forward(head, keep_alive, &mut client_out, pool)
@@ -244,6 +242,7 @@ mod tests {
     use super::*;
     use may_patterns::http::read_request_head;
     use may_patterns::runtime::configure_for_tests;
+    use std::io::BufReader;
 
     fn get(origin: SocketAddr, path: &str, extra: &str) -> String {
         format!("GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\n{extra}\r\n")

@@ -26,7 +26,7 @@ mod steps_request;
 mod steps_streaming;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Write};
+use std::io::{self, BufRead, BufWriter, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use steps_common::{
 };
 use steps_ip_forward::forward_ip;
 use steps_pool::Pool;
-use steps_request::{next_head, IDLE};
+use steps_request::{client_halves, next_head};
 use steps_streaming::MAX_BODY;
 
 /// This hop's name in `Via`.
@@ -49,9 +49,7 @@ const VIA: &str = "step3";
 /// close, stays idle for `IDLE`, or a request fails. One buffer carries
 /// every body of the connection, both ways.
 fn handle(conn: Conn, pool: &Pool) -> io::Result<()> {
-    conn.set_idle_timeout(Some(IDLE))?;
-    let (client_in, client_out) = conn.split()?;
-    let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
+    let (mut client_in, mut client_out) = client_halves(conn)?;
     let mut buf = vec![0u8; BUF];
     while let Some(head) = next_head(&mut client_in, &mut client_out)? {
         if !forward_ip(head, &mut client_in, &mut client_out, &mut buf, pool)? {

@@ -34,7 +34,7 @@ use may_patterns::server::{Conn, ReadHalf, WriteHalf};
 use steps_common::{show, Client, Service, BUF};
 use steps_ip_forward::forward_ip;
 use steps_pool::{connect_first, Pool};
-use steps_request::{next_head, IDLE};
+use steps_request::{client_halves, next_head};
 use steps_streaming::{refuse, Failure};
 use steps_tunnel::open_tunnel;
 
@@ -46,9 +46,7 @@ const VIA: &str = "step4";
 /// close, stays idle for `IDLE`, or a request fails, or a `CONNECT`, which
 /// turns the connection into a tunnel until both sides are done.
 fn handle(conn: Conn, pool: &Pool) -> io::Result<()> {
-    conn.set_idle_timeout(Some(IDLE))?;
-    let (client_in, client_out) = conn.split()?;
-    let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
+    let (mut client_in, mut client_out) = client_halves(conn)?;
     let mut buf = vec![0u8; BUF];
     while let Some(head) = next_head(&mut client_in, &mut client_out)? {
         if head.method.eq_ignore_ascii_case("CONNECT") {

@@ -25,7 +25,7 @@ mod steps_streaming;
 #[path = "steps_tunnel.rs"]
 mod steps_tunnel;
 
-use std::io::{self, BufReader, BufWriter};
+use std::io;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -35,7 +35,7 @@ use may_patterns::server::Conn;
 use steps_access::{admit, resolve, Cidr, Policy};
 use steps_common::{show, start_origin, Client, Service, BUF};
 use steps_pool::{connect_first, Pool};
-use steps_request::{next_head, Target, IDLE};
+use steps_request::{client_halves, next_head, Target};
 use steps_streaming::{forward, refuse, Failure, Io};
 use steps_tunnel::open_tunnel;
 
@@ -47,9 +47,7 @@ const VIA: &str = "step5";
 /// request: the client, the password, then where it goes ([`admit`]).
 fn handle(conn: Conn, policy: &Policy, pool: &Pool) -> io::Result<()> {
     let peer = conn.peer().ip();
-    conn.set_idle_timeout(Some(IDLE))?;
-    let (client_in, client_out) = conn.split()?;
-    let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
+    let (mut client_in, mut client_out) = client_halves(conn)?;
     let mut buf = vec![0u8; BUF];
     while let Some(head) = next_head(&mut client_in, &mut client_out)? {
         // Refused after its head is read, so the answer is not lost to a

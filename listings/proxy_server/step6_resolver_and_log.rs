@@ -24,7 +24,7 @@ mod steps_streaming;
 mod steps_tunnel;
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ use may_patterns::server::Conn;
 use steps_access::{admit, resolve, Cidr, Policy};
 use steps_common::{show, start_origin, Client, Service, BUF};
 use steps_pool::{connect_first, Pool};
-use steps_request::{next_head, Target, IDLE};
+use steps_request::{client_halves, next_head, Target};
 use steps_streaming::{forward, refuse, Failure, Io};
 use steps_tunnel::open_tunnel;
 
@@ -49,9 +49,7 @@ const VIA: &str = "step6";
 /// One client connection, as in step 5; each request ends as a log line.
 fn handle(conn: Conn, proxy: &Shared) -> io::Result<()> {
     let peer = conn.peer().ip();
-    conn.set_idle_timeout(Some(IDLE))?;
-    let (client_in, client_out) = conn.split()?;
-    let (mut client_in, mut client_out) = (BufReader::new(client_in), BufWriter::new(client_out));
+    let (mut client_in, mut client_out) = client_halves(conn)?;
     let mut buf = vec![0u8; BUF];
     while let Some(head) = next_head(&mut client_in, &mut client_out)? {
         let line = LogLine::new(peer, &head, (proxy.clock)());

@@ -3,16 +3,25 @@
 //! step includes this file with `#[path = "steps_request.rs"] mod
 //! steps_request;`.
 
-use std::io::{self, BufRead, ErrorKind, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Write};
 use std::time::Duration;
 
 use may_patterns::http::{read_request_head, write_error, Limits, RequestHead};
+use may_patterns::server::{Conn, ReadHalf, WriteHalf};
 
 /// How long the proxy waits for a byte from either side, and for a connect.
 pub const IDLE: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ANCHOR: next_head
+/// A client connection's two halves, buffered, with `IDLE` on every read
+/// and write.
+pub fn client_halves(conn: Conn) -> io::Result<(BufReader<ReadHalf>, BufWriter<WriteHalf>)> {
+    conn.set_idle_timeout(Some(IDLE))?;
+    let (client_in, client_out) = conn.split()?;
+    Ok((BufReader::new(client_in), BufWriter::new(client_out)))
+}
+
 /// The client's next request head. `None` once the client has closed, or
 /// once a head that cannot be read has been answered `400`: the proxy no
 /// longer knows where the next request would start, so the connection ends.
