@@ -164,7 +164,8 @@ fn run(binary: &Path, args: &[String]) -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || std::io::read_to_string(stdout));
+    let (output_tx, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || output_tx.send(std::io::read_to_string(stdout)));
     // Read stderr too (a full pipe would stall the listing), to say why it failed.
     let stderr = child.stderr.take().unwrap();
     let (errors_tx, errors) = std::sync::mpsc::channel();
@@ -177,22 +178,41 @@ fn run(binary: &Path, args: &[String]) -> Result<String, String> {
         if started.elapsed() > RUN_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("ran longer than {RUN_LIMIT:?} and was killed"));
+            // What it printed before it stalled says where it stalled.
+            return Err(format!(
+                "ran longer than {RUN_LIMIT:?} and was killed; the end of its stdout:\n{}\nthe end of its stderr:\n{}",
+                tail(&received(&output)),
+                tail(&received(&errors))
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stdout = reader.join().unwrap().map_err(|e| e.to_string())?;
+    let stdout = output
+        .recv()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     if !status.success() {
-        // Bounded: a process the listing started may still hold the pipe.
-        let stderr = match errors.recv_timeout(Duration::from_secs(2)) {
-            Ok(Ok(text)) => text,
-            _ => String::new(),
-        };
-        let lines: Vec<&str> = stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        return Err(format!("failed ({status}); the end of its stderr:\n{tail}"));
+        let stderr = tail(&received(&errors));
+        return Err(format!(
+            "failed ({status}); the end of its stderr:\n{stderr}"
+        ));
     }
     Ok(stdout)
+}
+
+/// A pipe's whole text once the listing has ended, or nothing. Bounded: a
+/// process the listing started may still hold the pipe open.
+fn received(pipe: &std::sync::mpsc::Receiver<std::io::Result<String>>) -> String {
+    match pipe.recv_timeout(Duration::from_secs(2)) {
+        Ok(Ok(text)) => text,
+        _ => String::new(),
+    }
+}
+
+/// The last 20 lines of `text`.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 fn first_difference(expected: &str, actual: &str) -> String {
