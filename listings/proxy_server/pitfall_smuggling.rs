@@ -183,6 +183,13 @@ fn allowed(path: &str) -> bool {
     !path.starts_with("/admin")
 }
 
+/// Read the back end's next answer whole and pass it to the client.
+fn relay_answer(from: &mut impl BufRead, to: &mut impl Write) -> io::Result<()> {
+    let answer = read_response(from, &Limits::default())?;
+    let (status, reason) = (answer.status, answer.reason.as_str());
+    write_response(to, status, reason, "text/plain", &[], &answer.body)
+}
+
 // ANCHOR: naive_front
 /// THE MISTAKE: a hand-written front that finds the body's end by
 /// `Content-Length` alone and forwards the head as it came, with its
@@ -207,15 +214,7 @@ fn naive_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Result<
         let mut message = head.text().into_bytes();
         message.extend_from_slice(&body);
         upstream.output.write_all(&message)?;
-        let answer = read_response(&mut upstream.input, &Limits::default())?;
-        write_response(
-            &mut output,
-            answer.status,
-            &answer.reason,
-            "text/plain",
-            &[],
-            &answer.body,
-        )?;
+        relay_answer(&mut upstream.input, &mut output)?;
     }
     Ok(())
 }
@@ -261,15 +260,7 @@ fn checked_front(conn: Conn, upstream: &Mutex<Upstream>, log: &Log) -> io::Resul
         copy_body(
             &mut input, framing, to, framing, BODY_BYTES, &limits, &mut buf,
         )?;
-        let answer = read_response(from, &limits)?;
-        write_response(
-            &mut output,
-            answer.status,
-            &answer.reason,
-            "text/plain",
-            &[],
-            &answer.body,
-        )?;
+        relay_answer(from, &mut output)?;
     }
 }
 // ANCHOR_END: checked_front
