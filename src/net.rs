@@ -77,7 +77,8 @@ fn connect_with(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpS
     stream.set_write_timeout(timeout)?;
     // Parks until the socket is writable, and returns the connect's error if
     // it failed (see the module's documentation).
-    stream.write(&[])?;
+    let sent = stream.write(&[])?;
+    debug_assert_eq!(sent, 0, "an empty write sends nothing");
     stream.set_write_timeout(None)?;
     Ok(stream)
 }
