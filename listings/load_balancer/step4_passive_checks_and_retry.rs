@@ -5,206 +5,33 @@
 //! fail too: a GET that failed before any byte of its answer came back is
 //! sent once more, to another backend. A POST is not: its body has been
 //! streamed to the failed backend and is gone, and sending it twice could
-//! do its work twice. It gets a `502`.
+//! do its work twice. It gets a `502`. This forwarding is in
+//! `steps_retry.rs`, which steps 5 and 6 use too.
 //!
 //! The demo's pool has a backend that resets every connection. One POST
 //! meets it (502); then 20 GETs all succeed, and the bad backend is down.
 
+#[path = "steps_answers.rs"]
+mod steps_answers;
 #[path = "steps_common.rs"]
 mod steps_common;
+#[path = "steps_http.rs"]
+mod steps_http;
+#[path = "steps_retry.rs"]
+mod steps_retry;
 
-use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
-use std::net::SocketAddr;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use may::net::TcpStream;
 use may_patterns::backend::Backend;
-use may_patterns::balance::{
-    BackendConfig, BackendStats, HealthRule, Lease, Outcome, Pool, PoolConfig,
-};
+use may_patterns::balance::{BackendConfig, BackendStats, HealthRule, Pool, PoolConfig};
 use may_patterns::clock::MonotonicClock;
-use may_patterns::http::{self, Framing, Limits};
 use may_patterns::runtime::{configure_once, Settings};
-use may_patterns::server::Conn;
-use steps_common::{answered_by, fetch, start_backends, Running};
-
-/// A client that sends nothing for this long is closed.
-const CLIENT_IDLE: Duration = Duration::from_secs(10);
-/// A backend that does not accept within this is a failed backend.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// A backend that sends nothing for this long is a failed backend.
-const BACKEND_IDLE: Duration = Duration::from_secs(5);
-/// The buffer every body goes through: on the heap, never on the
-/// coroutine's stack.
-const COPY_BUFFER: usize = 16 * 1024;
-
-// ANCHOR: handle
-/// One client connection, one request: read the head, check it, forward.
-fn handle(conn: Conn, pool: &Pool) -> io::Result<()> {
-    conn.set_idle_timeout(Some(CLIENT_IDLE))?;
-    let (reader, writer) = conn.split()?;
-    let mut client_in = BufReader::new(reader);
-    let mut client_out = BufWriter::new(writer);
-    let limits = Limits::default();
-    let mut head = match http::read_request_head(&mut client_in, &limits) {
-        Ok(Some(head)) => head,
-        Ok(None) => return Ok(()),
-        Err(e) => return refuse(&mut client_out, 400, "Bad Request", &e.to_string()),
-    };
-    if !head.target.starts_with('/') {
-        let why = "a balancer takes origin-form targets (/path?query)";
-        return refuse(&mut client_out, 400, "Bad Request", why);
-    }
-    let framing = head.framing()?;
-    http::remove_hop_by_hop(&mut head.headers);
-    http::set_framing(&mut head.headers, framing);
-    head.headers.push(("Connection".into(), "close".into()));
-    let mut buf = vec![0; COPY_BUFFER];
-    forward(
-        pool,
-        &head,
-        framing,
-        &mut client_in,
-        &mut client_out,
-        &mut buf,
-    )
-}
-// ANCHOR_END: handle
-
-// ANCHOR: forward
-/// Send the request to a backend and relay its answer. Every lease ends
-/// with its outcome. A request that failed before its answer began goes
-/// once more, to another backend, if sending it twice is safe: a `GET` or
-/// `HEAD` without a body. Anything else gets a `502`.
-fn forward(
-    pool: &Pool,
-    head: &http::RequestHead,
-    framing: Framing,
-    client_in: &mut impl BufRead,
-    client_out: &mut impl Write,
-    buf: &mut [u8],
-) -> io::Result<()> {
-    let idempotent = matches!(head.method.as_str(), "GET" | "HEAD");
-    let attempts = if idempotent && framing == Framing::Empty {
-        2
-    } else {
-        1
-    };
-    let mut failed: Option<(SocketAddr, io::Error)> = None;
-    for _ in 0..attempts {
-        let Some(lease) = pick_other(pool, failed.as_ref().map(|(addr, _)| *addr)) else {
-            break;
-        };
-        match exchange(lease.addr(), head, framing, client_in, buf) {
-            Ok((backend, answer)) => {
-                // HAProxy's `observe layer7`: a 5xx counts against the
-                // backend. An error while relaying does not: it may be the
-                // client's.
-                let outcome = match answer.status {
-                    500.. => Outcome::Error,
-                    _ => Outcome::Ok,
-                };
-                let relayed = relay(backend, answer, &head.method, client_out, buf);
-                lease.done(outcome); // out of flight only now, for least-conn
-                return relayed;
-            }
-            Err(e) => {
-                let addr = lease.addr();
-                lease.done(outcome_of(&e));
-                failed = Some((addr, e));
-            }
-        }
-    }
-    match failed {
-        Some((_, e)) => refuse(client_out, 502, "Bad Gateway", &e.to_string()),
-        None => refuse(client_out, 503, "Service Unavailable", "no backend is up"),
-    }
-}
-
-/// A timeout is a slow backend, anything else a failed one; both count
-/// towards `fall`, and the stats tell them apart.
-fn outcome_of(e: &io::Error) -> Outcome {
-    match e.kind() {
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => Outcome::Timeout,
-        _ => Outcome::Error,
-    }
-}
-
-/// The pool's next pick, unless it is the backend that has just failed
-/// this request (round-robin has moved past it already; least-connections
-/// may pick it again): then the one after. `None` if no other is up.
-fn pick_other(pool: &Pool, failed: Option<SocketAddr>) -> Option<Lease> {
-    for _ in 0..pool.addrs().len() {
-        let lease = pool.pick()?;
-        if Some(lease.addr()) != failed {
-            return Some(lease);
-        }
-    }
-    None
-}
-// ANCHOR_END: forward
-
-/// Connect to the backend, send it the request (body included) and read
-/// its answer's head: everything that happens before a byte of the answer
-/// reaches the client, and so may still be retried.
-fn exchange(
-    addr: SocketAddr,
-    head: &http::RequestHead,
-    framing: Framing,
-    body: &mut impl BufRead,
-    buf: &mut [u8],
-) -> io::Result<(BufReader<TcpStream>, http::ResponseHead)> {
-    let stream = may_patterns::net::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    stream.set_read_timeout(Some(BACKEND_IDLE))?;
-    let mut out = BufWriter::new(stream.try_clone()?);
-    let start = format!("{} {} HTTP/1.1", head.method, head.target);
-    http::write_head(&mut out, &start, &head.headers)?;
-    let limits = Limits::default();
-    let cap = limits.body_bytes as u64;
-    http::copy_body(body, framing, &mut out, framing, cap, &limits, buf)?;
-    out.flush()?;
-    let mut backend = BufReader::new(stream);
-    let answer = http::read_response_head(&mut backend, &limits)?;
-    Ok((backend, answer))
-}
-
-/// Stream the answer to the client, framed as the backend framed it.
-fn relay(
-    mut backend: BufReader<TcpStream>,
-    mut answer: http::ResponseHead,
-    method: &str,
-    client: &mut impl Write,
-    buf: &mut [u8],
-) -> io::Result<()> {
-    let limits = Limits::default();
-    let framing = http::response_framing(method, answer.status, &answer.headers)?;
-    http::remove_hop_by_hop(&mut answer.headers);
-    if matches!(framing, Framing::Length(_) | Framing::Chunked) {
-        http::set_framing(&mut answer.headers, framing);
-    }
-    answer.headers.push(("Connection".into(), "close".into()));
-    let start = format!("HTTP/1.1 {} {}", answer.status, answer.reason);
-    http::write_head(client, &start, &answer.headers)?;
-    http::copy_body(
-        &mut backend,
-        framing,
-        client,
-        framing,
-        u64::MAX,
-        &limits,
-        buf,
-    )?;
-    client.flush()
-}
-
-/// Answer the client ourselves and close.
-fn refuse(client: &mut impl Write, status: u16, reason: &str, why: &str) -> io::Result<()> {
-    match http::write_error(client, status, reason, &[], &format!("{why}\n"), true) {
-        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()), // the client left
-        done => done,
-    }
-}
+use steps_answers::answers;
+use steps_common::{fetch, start_backends, Running};
+use steps_http::start_balancer;
+use steps_retry::forward;
 
 // ANCHOR: resetting
 /// A backend that resets every connection: it reads the first byte of a
@@ -243,10 +70,7 @@ fn start() -> io::Result<Demo> {
         PoolConfig::default(),
         Arc::new(MonotonicClock::new()),
     );
-    let serving = pool.clone();
-    let balancer = Running::start(move |conn| {
-        let _ = handle(conn, &serving);
-    })?;
+    let balancer = start_balancer(pool.clone(), forward)?;
     Ok(Demo {
         _backends: backends,
         _resetting: resetting,
@@ -276,12 +100,7 @@ fn main() {
         "POST with a body, to gamma: {} {}",
         post.status, post.reason
     );
-    let mut answers = Vec::new();
-    for _ in 0..20 {
-        answers.push(answered_by(
-            &fetch(addr, "GET", "/search?q=lamp", b"").expect("a GET"),
-        ));
-    }
+    let answers = answers(addr, 20).expect("20 GETs");
     let count = |name: &str| answers.iter().filter(|a| *a == name).count();
     let failed = answers.len() - count("alpha") - count("beta");
     println!(
@@ -304,8 +123,12 @@ fn main() {
 mod tests {
     use super::*;
     use may_patterns::backend;
+    use may_patterns::balance::Outcome;
     use may_patterns::runtime::configure_for_tests;
+    use std::io::ErrorKind;
     use std::sync::atomic::Ordering;
+    use steps_common::answered_by;
+    use steps_retry::outcome_of;
 
     #[test]
     fn a_get_that_meets_a_reset_is_answered_by_another_backend() {
@@ -354,11 +177,7 @@ mod tests {
             PoolConfig::default(),
             Arc::new(MonotonicClock::new()),
         );
-        let serving = pool.clone();
-        let balancer = Running::start(move |conn| {
-            let _ = handle(conn, &serving);
-        })
-        .unwrap();
+        let balancer = start_balancer(pool.clone(), forward).unwrap();
         let fall = HealthRule::default().fall;
         for _ in 0..fall {
             let answer = fetch(balancer.addr, "GET", "/search?q=x", b"").unwrap();
