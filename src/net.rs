@@ -14,9 +14,10 @@
 //! Under load this book's load-balancer step 3 died in 8 of 78 debug runs
 //! (three at a time on two busy cores): a segfault in `subscribe`, heap
 //! corruption found later by `malloc`, or the panic "no data to deref for
-//! OptionCell" on a worker, after which the process hangs. The reads, writes
-//! and accepts do not have the bug: their operation borrows event data that
-//! the socket owns.
+//! OptionCell" on a worker, after which the process hangs. Reads and writes
+//! borrow event data that the socket owns, so their window stays open only
+//! if the resumed coroutine drops or moves the socket first: rarer, not
+//! impossible (the book's Pitfalls reference, "Known may 0.3.51 bugs").
 //!
 //! [`connect`] starts a non-blocking connect itself, hands the socket to may
 //! (which registers it with its event loop, as for any socket), and waits for
