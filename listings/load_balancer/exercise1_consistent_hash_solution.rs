@@ -9,42 +9,19 @@
 #[path = "exercise_balancer.rs"]
 mod balancer;
 
-use std::io;
-use std::time::Duration;
+#[path = "exercise1_sticky_demo.rs"]
+mod demo;
 
-use balancer::{Balancer, Chooser, RetryPolicy};
-use may_patterns::backend::BackendConfig;
-use may_patterns::http;
-
-/// The pool, in order; the demo takes the last one down.
-const BACKENDS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
-/// Keys placed offline, to count how many move.
-const KEYS: usize = 10_000;
-/// Sessions sent over the wire, each `GETS` times.
-const SESSIONS: [&str; 6] = ["s-1", "s-2", "s-3", "s-4", "s-5", "s-6"];
-const GETS: usize = 3;
+use balancer::Chooser;
+use demo::hash;
 
 // ANCHOR: chooser
-/// FNV-1a (64 bits) over `parts`, then SplitMix64's finaliser: FNV-1a
-/// alone mixes the last bytes it reads poorly into the high bits, which
-/// decide a comparison of two hashes. The same input hashes the same on
-/// every run, machine and Rust version; std's `DefaultHasher` promises
-/// none of that.
-fn hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in parts.iter().flat_map(|part| part.iter()) {
-        h = (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
 /// Rendezvous (highest random weight) hashing, Thaler and Ravishankar's:
 /// each backend scores the key by a hash of (key, backend name), and the
 /// highest score wins. A score depends on nothing but its own pair, so a
 /// backend that leaves `up` takes only the keys it was winning; each of
 /// those goes to its second-highest backend, spread evenly over the rest.
+#[derive(Clone)]
 struct Sticky;
 
 impl Chooser for Sticky {
@@ -58,105 +35,13 @@ impl Chooser for Sticky {
 }
 // ANCHOR_END: chooser
 
-/// This exercise's backends never fail: nothing to retry.
-struct NoRetries;
-
-impl RetryPolicy for NoRetries {
-    fn record_request(&self) {}
-    fn may_retry(&self) -> bool {
-        false
-    }
-}
-
-/// The backend `Sticky` picks for each of `KEYS` keys among `up`.
-fn place(up: &[&'static str]) -> Vec<&'static str> {
-    let key = |i: usize| format!("session-{i}");
-    (0..KEYS).map(|i| up[Sticky.choose(&key(i), up)]).collect()
-}
-
-/// Keys on each backend, in pool order.
-fn shares(placed: &[&str]) -> Vec<usize> {
-    let on = |name: &&str| placed.iter().filter(|p| *p == name).count();
-    BACKENDS.iter().map(on).collect()
-}
-
-/// One key over the wire: its label, who answered its `GETS` requests with
-/// every backend up, and who with delta down.
-type Row = (String, Vec<String>, Vec<String>);
-
-/// Each session, and a client without one, through a balancer over all
-/// four backends and through one without delta. Every answer is checked
-/// against `Sticky::choose`, so each row shows the pick and nothing else.
-fn over_the_wire() -> io::Result<Vec<Row>> {
-    let configs = BACKENDS.map(|name| BackendConfig::new(name, Duration::ZERO));
-    let upstreams = balancer::start_backends(configs.into())?;
-    let all: Vec<_> = upstreams.iter().collect();
-    let with_all = Balancer::start(&all, Sticky, NoRetries)?;
-    let without_delta = Balancer::start(&all[..3], Sticky, NoRetries)?;
-    let keys = SESSIONS.iter().map(|s| Some(*s)).chain([None]);
-    let mut rows = Vec::new();
-    for session in keys {
-        let key = session.unwrap_or("127.0.0.1");
-        let answers = |balancer: &Balancer, up: &[&str]| -> io::Result<Vec<String>> {
-            let mut names = Vec::new();
-            for _ in 0..GETS {
-                let answer = balancer::get(balancer.addr, session)?;
-                let by = http::header(&answer.headers, "x-backend").unwrap_or("none");
-                assert_eq!((answer.status, by), (200, up[Sticky.choose(key, up)]));
-                names.push(by.to_owned());
-            }
-            Ok(names)
-        };
-        let before = answers(&with_all, &BACKENDS)?;
-        let after = answers(&without_delta, &BACKENDS[..3])?;
-        let label = match session {
-            Some(session) => session.to_owned(),
-            None => format!("no X-Session ({key})"),
-        };
-        rows.push((label, before, after));
-    }
-    Ok(rows)
-}
-
 fn main() {
-    balancer::configure_may();
-    let before = place(&BACKENDS);
-    let after = place(&BACKENDS[..3]);
-    let held: Vec<String> = BACKENDS
-        .iter()
-        .zip(shares(&before))
-        .map(|(name, keys)| format!("{name} {keys}"))
-        .collect();
-    println!(
-        "{KEYS} keys over {}: {}",
-        BACKENDS.join(", "),
-        held.join(", ")
-    );
-    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
-    let from_up = before
-        .iter()
-        .zip(&after)
-        .filter(|(b, a)| b != a && **b != "delta");
-    let percent = 100.0 * moved as f64 / KEYS as f64;
-    println!(
-        "delta goes down: {moved} keys move ({percent:.1}%), {} of them from a backend still up",
-        from_up.count()
-    );
-    let rows = match over_the_wire() {
-        Ok(rows) => rows,
-        Err(e) => {
-            eprintln!("exercise1_consistent_hash_solution: the demo failed: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("over the wire, {GETS} GETs per key, all four up -> delta down:");
-    for (label, before, after) in rows {
-        println!("  {label}: {} -> {}", before.join(" "), after.join(" "));
-    }
+    demo::run(Sticky, "exercise1_consistent_hash_solution");
 }
 
 #[cfg(test)]
 mod tests {
+    use super::demo::{over_the_wire, place, shares, BACKENDS, KEYS, SESSIONS};
     use super::*;
 
     /// The name `Sticky` picks for `key` among `up`.
@@ -199,7 +84,7 @@ mod tests {
 
     #[test]
     fn each_backend_holds_a_quarter_and_a_down_one_s_keys_spread_evenly() {
-        let (before, after) = (place(&BACKENDS), place(&BACKENDS[..3]));
+        let (before, after) = (place(&Sticky, &BACKENDS), place(&Sticky, &BACKENDS[..3]));
         for keys in shares(&before) {
             assert!(keys.abs_diff(KEYS / 4) < KEYS / 50, "{keys} of {KEYS}");
         }
@@ -218,7 +103,7 @@ mod tests {
     #[test]
     fn over_the_wire_a_key_stays_on_its_backend_unless_that_one_goes_down() {
         balancer::configure_may();
-        let rows = over_the_wire().unwrap();
+        let rows = over_the_wire(Sticky).unwrap();
         assert_eq!(rows.len(), SESSIONS.len() + 1);
         for (label, before, after) in rows {
             assert!(
