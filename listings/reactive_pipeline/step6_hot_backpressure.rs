@@ -166,12 +166,23 @@ fn buffered(n: u32, capacity: usize) -> BufferRun {
             break;
         }
     }
-    slow_subscription
+    // The slow subscriber's `on_subscribe` runs on its delivery coroutine,
+    // a moment after `subscribe` returned: on a busy machine it may not
+    // have run yet. Wait for it, within a bound.
+    let deadline = Instant::now() + WAIT;
+    while slow_subscription
         .lock()
         .unwrap()
         .as_ref()
-        .unwrap()
-        .request(1);
+        .map(|subscription| subscription.request(1))
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the slow subscriber never subscribed"
+        );
+        alarm::shared().sleep(Duration::from_millis(1));
+    }
     let emitter_took = emitting.join().expect("the emitter ends");
     let fast_took = {
         fast.wait_terminal(WAIT);
